@@ -1,0 +1,43 @@
+"""Self-supervised video representation learning in JAX: MooG and MGTC.
+
+Direct dependencies are pinned exactly; `constraints.txt` pins the whole resolved set
+(install with `pip install -c constraints.txt -e '.[test]'`).
+"""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "absl-py==2.5.1",
+    "array_record==0.8.6",
+    "chex==0.1.92",
+    "einops==0.8.2",
+    "flax==0.12.8",
+    "grain==0.2.18",
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "mediapy==1.2.7",
+    "ml-collections==1.1.0",
+    "numpy==2.4.6",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "pillow==13.0.0",
+    "tensorboard==2.21.0",
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-datasets==4.9.10",
+    "tqdm==4.70.1",
+]
+
+TEST_REQUIRES = [
+    "hypothesis==6.170.15",
+    "pytest==9.2.0",
+    "pytest-xdist==3.8.0",
+]
+
+setuptools.setup(
+    name="offgrid-video",
+    version="0.1.0",
+    description="MooG and MGTC: self-supervised video representation learning in JAX/Flax.",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["videolib*", "moog*", "mgtc*", "configs*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+)
