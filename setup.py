@@ -14,7 +14,6 @@ INSTALL_REQUIRES = [
     "grain==0.2.18",
     "jax==0.10.2",
     "jaxlib==0.10.2",
-    "mediapy==1.2.7",
     "ml-collections==1.1.0",
     "numpy==2.4.6",
     "optax==0.2.8",

@@ -1,0 +1,185 @@
+"""Shared trainer machinery: mesh, sharding, optimizer schedule, checkpoints, writers."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from videolib import checkpoint
+from videolib import optim
+from videolib import sharding
+from videolib import writers
+
+
+def _mesh_config(data=-1, fsdp=1):
+  config = sharding.default_mesh_config()
+  config.data, config.fsdp = data, fsdp
+  return config
+
+
+def test_mesh_uses_all_eight_simulated_devices():
+  mesh = sharding.make_mesh(_mesh_config())
+  assert jax.device_count() == 8
+  assert dict(mesh.shape) == {"data": 8, "fsdp": 1}
+  mesh = sharding.make_mesh(_mesh_config(fsdp=4))
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
+
+
+@pytest.mark.parametrize("data,fsdp,message", [
+    (3, 1, "3 x fsdp=1 = 3 devices, but there are 8"),
+    (-1, 3, "fsdp=3 does not divide the device count 8"),
+])
+def test_mesh_that_does_not_cover_the_devices_names_the_numbers(data, fsdp, message):
+  with pytest.raises(ValueError, match=message):
+    sharding.make_mesh(_mesh_config(data, fsdp))
+
+
+def test_batch_not_divisible_by_devices_names_the_numbers():
+  mesh = sharding.make_mesh(_mesh_config())
+  with pytest.raises(ValueError, match="batch_size=12 is not divisible by the 8 devices"):
+    sharding.check_batch_divisible(12, mesh)
+
+
+def test_fsdp_splits_the_largest_divisible_dimension_and_replicates_small_arrays():
+  mesh = sharding.make_mesh(_mesh_config(fsdp=4))
+  abstract = {
+      "big": jax.ShapeDtypeStruct((6, 4096), jnp.float32),
+      "odd": jax.ShapeDtypeStruct((4097, 5), jnp.float32),
+      "small": jax.ShapeDtypeStruct((512,), jnp.float32),
+  }
+  shardings = sharding.state_shardings(abstract, mesh, _mesh_config(fsdp=4))
+  assert shardings["big"].spec == P(None, "fsdp")
+  assert shardings["odd"].spec == P()
+  assert shardings["small"].spec == P()
+
+
+def test_host_batch_becomes_a_global_array_split_over_devices():
+  mesh = sharding.make_mesh(_mesh_config())
+  local = {"video": np.arange(16 * 3, dtype=np.float32).reshape(16, 3)}
+  global_batch = sharding.host_to_global(local, mesh)
+  assert global_batch["video"].shape == (16, 3)
+  assert len(global_batch["video"].addressable_shards) == 8
+  np.testing.assert_array_equal(np.asarray(global_batch["video"]), local["video"])
+
+
+def test_schedule_warms_up_linearly_then_decays_to_the_end_value():
+  config = optim.default_optimizer_config()
+  config.warmup_steps = 10
+  schedule = optim.make_schedule(config, num_train_steps=100)
+  assert float(schedule(0)) == 0.0
+  np.testing.assert_allclose(float(schedule(5)), 0.5e-4, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(10)), 1e-4, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(100)), 1e-7, rtol=1e-4)
+  assert float(schedule(55)) < 1e-4
+
+
+def test_weight_decay_applies_to_every_parameter_including_biases():
+  config = optim.default_optimizer_config()
+  config.warmup_steps = 0
+  tx, schedule = optim.make_optimizer(config, 10)
+  params = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full((2,), -2.0)}
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero_grads, tx.init(params), params)
+  lr = float(schedule(0))
+  for name in params:
+    np.testing.assert_allclose(
+        np.asarray(updates[name]), -lr * config.weight_decay * np.asarray(params[name]),
+        rtol=1e-6)
+
+
+def _state(mesh, spec):
+  params = {"w": jnp.arange(64.0).reshape(8, 8), "b": jnp.arange(8.0)}
+  sharded = jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, spec)), params)
+  return {"step": jnp.array(7), "params": sharded}
+
+
+def _config(width=8):
+  return ml_collections.ConfigDict({"model": {"width": width}, "seed": 0})
+
+
+def _abstract(state, mesh, spec):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=NamedSharding(mesh, spec if x.ndim else P())),
+      state,
+  )
+
+
+@pytest.mark.parametrize("restore_devices", [1, 4])
+def test_checkpoint_saved_on_8_devices_restores_on_fewer(tmp_path, restore_devices):
+  mesh8 = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  state = _state(mesh8, P("data"))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=2)
+  ckpt.save(7, state, {"next_index": 3}, _config())
+  ckpt.wait()
+  small = jax.sharding.Mesh(np.array(jax.devices()[:restore_devices]), ("data",))
+  restored, data_state = ckpt.restore_latest(_abstract(state, small, P("data")), _config())
+  assert data_state == {"next_index": 3}
+  assert restored["params"]["w"].sharding.mesh.devices.size == restore_devices
+  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), np.arange(64.0).reshape(8, 8))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  state = _state(mesh, P())
+  ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=3)
+  ckpt.save(1, state, {"i": 1}, _config())
+  ckpt.wait()
+  state["step"] = jnp.array(2)
+  ckpt.save(2, state, {"i": 2}, _config())
+  ckpt.wait()
+  for root, _, files in os.walk(tmp_path / "2" / "state"):
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(3)
+  restored, data_state = ckpt.restore_latest(_abstract(state, mesh, P()), _config())
+  assert data_state == {"i": 1}
+  assert int(restored["step"]) == 7
+
+
+def test_checkpoint_of_a_different_model_config_is_refused_naming_the_field(tmp_path):
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  state = _state(mesh, P())
+  ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1)
+  ckpt.save(1, state, {}, _config(width=8))
+  ckpt.wait()
+  with pytest.raises(checkpoint.CheckpointError, match=r"model\.width: 8 -> 16"):
+    ckpt.restore_latest(_abstract(state, mesh, P()), _config(width=16))
+
+
+def test_params_only_load_reports_missing_unexpected_and_misshaped_keys(tmp_path):
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  state = _state(mesh, P())
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), max_to_keep=1)
+  ckpt.save(1, state, {}, _config())
+  ckpt.wait()
+  good = _abstract(state, mesh, P())["params"]
+  loaded = checkpoint.load_params(str(tmp_path), good, _config())
+  np.testing.assert_array_equal(np.asarray(loaded["b"]), np.arange(8.0))
+  wrong = {"w": jax.ShapeDtypeStruct((8, 9), jnp.float32, sharding=NamedSharding(mesh, P())),
+           "c": jax.ShapeDtypeStruct((8,), jnp.float32, sharding=NamedSharding(mesh, P()))}
+  with pytest.raises(checkpoint.CheckpointError) as error:
+    checkpoint.load_params(str(tmp_path), wrong)
+  message = str(error.value)
+  assert "missing: [\"['c']\"]" in message
+  assert "unexpected: [\"['b']\"]" in message
+  assert "(8, 8) != (8, 9)" in message
+
+
+def test_writer_writes_jsonl_tensorboard_and_gif(tmp_path):
+  writer = writers.MetricWriter(str(tmp_path), enabled=True)
+  writer.write_scalars(3, {"loss": np.float32(0.5), "psnr": 20.0}, split="validation")
+  video = np.zeros((2, 4, 8, 8, 3), np.uint8)
+  writer.write_videos(3, {"prediction": video})
+  writer.close()
+  record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+  assert record == {"step": 3, "split": "validation", "loss": 0.5, "psnr": 20.0}
+  assert os.listdir(tmp_path / "tensorboard")
+  assert (tmp_path / "summaries" / "prediction_00000003.gif").stat().st_size > 0

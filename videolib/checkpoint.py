@@ -1,0 +1,204 @@
+"""Orbax checkpointing of the sharded train state, the data-iterator position and the config.
+
+Each checkpoint step directory holds three items:
+- `state`: `{'step', 'params', 'opt_state', ...}` as sharded `jax.Array`s (all processes
+  write their shards);
+- `data`: the train iterator's position (JSON);
+- `config`: the full run config (JSON), used to refuse resuming or initialising from a
+  checkpoint of a different model.
+
+Restores go into the *target* sharding (the abstract state carries it), so a checkpoint
+written on N devices restores onto M devices. A latest checkpoint that cannot be read
+(truncated, corrupt) is reported and the previous one is used.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+_ITEMS = ("state", "data", "config")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be used."""
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    flat = {}
+    for key, value in tree.items():
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+  return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], section: str) -> list[str]:
+  """Fields of `config.<section>` that differ, as 'field: saved -> current' lines."""
+  saved_flat = _flatten(saved.get(section, {}), f"{section}.")
+  current_flat = _flatten(current.get(section, {}), f"{section}.")
+  lines = []
+  for key in sorted(set(saved_flat) | set(current_flat)):
+    old, new = saved_flat.get(key, "<absent>"), current_flat.get(key, "<absent>")
+    if old != new:
+      lines.append(f"{key}: {old!r} -> {new!r}")
+  return lines
+
+
+class Checkpointer:
+  """Periodic async checkpoints of one run, keeping the newest `max_to_keep`."""
+
+  def __init__(self, directory: str, *, max_to_keep: int, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+        ),
+        item_names=_ITEMS,
+    )
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_state: Any, config: ml_collections.ConfigDict):
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(config_to_json(config)),
+        ),
+        force=True,
+    )
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.close()
+
+  def _restore_step(self, step: int, abstract_state: Any):
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            config=ocp.args.JsonRestore(),
+        ),
+    )
+    return restored.state, restored.data, restored.config
+
+  def restore_latest(
+      self, abstract_state: Any, config: ml_collections.ConfigDict, *, check_section="model"
+  ) -> tuple[Any, Any] | None:
+    """Restores the newest readable checkpoint into `abstract_state`'s shardings.
+
+    Returns `(state, data_state)`, or None when the directory has no checkpoint. A
+    checkpoint written by a different `config.<check_section>` is refused with the list
+    of differing fields. Unreadable checkpoints are skipped with an error in the log,
+    newest first, so one corrupt save costs one checkpoint interval, not the run.
+    """
+    steps = self.all_steps()
+    failures = []
+    for step in reversed(steps):
+      try:
+        state, data_state, saved_config = self._restore_step(step, abstract_state)
+      except Exception as error:  # orbax raises many types for damaged files.
+        logging.error("Checkpoint %s/%d is unreadable (%s); trying an older one.",
+                      self.directory, step, error)
+        failures.append(f"step {step}: {type(error).__name__}: {error}")
+        continue
+      differences = config_differences(saved_config, config_to_json(config), check_section)
+      if differences:
+        raise CheckpointError(
+            f"The checkpoint at {self.directory}/{step} was written by a different "
+            f"`config.{check_section}`; refusing to resume. Differing fields:\n  "
+            + "\n  ".join(differences)
+            + "\nUse a new --workdir, or restore the original config values."
+        )
+      if failures:
+        logging.warning("Resumed from step %d after skipping unreadable checkpoints: %s",
+                        step, failures)
+      return state, data_state
+    if failures:
+      raise CheckpointError(
+          f"No readable checkpoint in {self.directory}:\n  " + "\n  ".join(failures)
+      )
+    return None
+
+
+def load_params(
+    path: str, abstract_params: Any, config: ml_collections.ConfigDict | None = None
+) -> Any:
+  """Loads only the parameters of another run's newest checkpoint (`config.init_from`).
+
+  `path` is a run's workdir or its `checkpoints/` directory. The parameters are placed
+  into the shardings of `abstract_params`. Missing, unexpected or mis-shaped parameters
+  are reported by name; nothing is loaded partially. If `config` is given, a checkpoint
+  whose `config.model` differs is refused with the differing fields.
+  """
+  directory = path
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    directory = os.path.join(path, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f"config.init_from={path!r}: no such directory. Pass the workdir of a training run."
+    )
+  manager = ocp.CheckpointManager(directory, item_names=_ITEMS)
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint in {directory}.")
+  restored = manager.restore(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()),
+  )
+  if config is not None:
+    differences = config_differences(restored.config, config_to_json(config), "model")
+    if differences:
+      raise CheckpointError(
+          f"config.init_from={path!r} was trained with a different `config.model`:\n  "
+          + "\n  ".join(differences)
+      )
+  return place_params(restored.state["params"], abstract_params, source=f"{directory}/{step}")
+
+
+def place_params(loaded: Any, abstract_params: Any, *, source: str) -> Any:
+  """Checks `loaded` against `abstract_params` by name and shape, then shards it."""
+  flat_loaded = {jax.tree_util.keystr(k): v for k, v in
+                 jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  flat_expected = {jax.tree_util.keystr(k): v for k, v in
+                   jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  missing = sorted(set(flat_expected) - set(flat_loaded))
+  unexpected = sorted(set(flat_loaded) - set(flat_expected))
+  misshaped = sorted(
+      f"{name}: {np.shape(flat_loaded[name])} != {flat_expected[name].shape}"
+      for name in set(flat_expected) & set(flat_loaded)
+      if tuple(np.shape(flat_loaded[name])) != tuple(flat_expected[name].shape)
+  )
+  if missing or unexpected or misshaped:
+    raise CheckpointError(
+        f"Parameters from {source} do not match the model.\n"
+        f"  missing: {missing}\n  unexpected: {unexpected}\n  wrong shape: {misshaped}"
+    )
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
+
+  def to_global(path, leaf):
+    # Every process holds the full value; each device takes its own slice (multi-host safe).
+    value = np.asarray(flat_loaded[jax.tree_util.keystr(path)], leaf.dtype)
+    return jax.make_array_from_callback(value.shape, leaf.sharding, lambda index: value[index])
+
+  placed = [to_global(path, leaf) for path, leaf in leaves]
+  return jax.tree_util.tree_unflatten(treedef, placed)

@@ -1,0 +1,415 @@
+"""The one trainer, shared by MooG and MGTC (big_vision style: one linear, commented loop).
+
+Sections: workdir and mesh -> input pipeline -> shapes-first state -> restore or init ->
+the jitted steps -> the loop (log, eval, summaries, checkpoints, preemption).
+
+A *task* supplies what is model-specific (see `docs/design.md`):
+  init(rng, batch_spec) -> params
+  loss_fn(params, batch, rng) -> (scalar loss, {name: scalar})
+  eval_fn(params, batch, rng) -> {name: (sum, count)}         mask-weighted by batch['_mask']
+  summaries(params, batch, rng) -> {name: uint8 [b, T, H, W, 3]}
+  validate_config(config) -> None                              raises ValueError naming the field
+Everything else (sharding, optimizer, checkpoints, metrics, NaN guard) lives here once.
+
+Train-state layout: {'step', 'params', 'opt_state', 'nonfinite_steps', 'last_nonfinite_step'}.
+Randomness is `fold_in(key(seed), step)`, so the state needs no RNG and a resumed run draws
+the same numbers as an uninterrupted one.
+"""
+
+import json
+import math
+import os
+import signal
+import tempfile
+import time
+from typing import Any, Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from jax.experimental import multihost_utils
+
+from videolib import checkpoint
+from videolib import optim
+from videolib import sharding
+from videolib import writers
+from videolib.data import pipeline
+
+PyTree = Any
+
+
+class Task(Protocol):
+  """What a model contributes to the trainer."""
+
+  def validate_config(self, config: ml_collections.ConfigDict) -> None: ...
+
+  def init(self, rng: jax.Array, batch: dict[str, jax.ShapeDtypeStruct]) -> PyTree: ...
+
+  def loss_fn(
+      self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]: ...
+
+  def eval_fn(
+      self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
+  ) -> dict[str, tuple[jax.Array, jax.Array]]: ...
+
+  def summaries(
+      self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
+  ) -> dict[str, jax.Array]: ...
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or inf loss or gradient."""
+
+
+def check_workdir_writable(workdir: str) -> None:
+  """Fails at start-up, not at the first checkpoint an hour later."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_") as probe:
+      probe.write(b"0" * 1024 * 1024)
+      probe.flush()
+      os.fsync(probe.fileno())
+  except OSError as error:
+    raise OSError(
+        f"--workdir={workdir!r} is not writable ({error}). Pick a directory with free space "
+        "that this user can write."
+    ) from error
+
+
+def validate_common_config(config: ml_collections.ConfigDict) -> None:
+  """Checks of the fields every trainer config has; errors name the field."""
+  for field in ("num_train_steps", "batch_size", "log_every_steps", "eval_every_steps",
+                "checkpoint_every_steps"):
+    if config[field] < 1:
+      raise ValueError(f"config.{field}={config[field]} must be >= 1.")
+  if config.nan_policy not in ("stop", "skip"):
+    raise ValueError(f"config.nan_policy={config.nan_policy!r} must be 'stop' or 'skip'.")
+  k = config.optimizer.grad_accumulation_steps
+  if k < 1 or config.num_train_steps % k:
+    raise ValueError(
+        f"config.optimizer.grad_accumulation_steps={k} must be >= 1 and divide "
+        f"config.num_train_steps={config.num_train_steps}."
+    )
+
+
+class _PreemptionWatch:
+  """SIGTERM/SIGINT ask for a checkpoint and a clean exit; a second signal exits at once."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous_handlers = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous_handlers[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for sig, handler in self._previous_handlers.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:
+      raise SystemExit(128 + signum)
+    logging.warning("Signal %d: saving a checkpoint, then exiting. Send again to exit now.",
+                    signum)
+    self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    # All processes must stop at the same step; jax's preemption service agrees on it.
+    return multihost_utils.reached_preemption_sync_point(step)
+
+
+def _param_norm(params: PyTree) -> jax.Array:
+  return optax.global_norm(params)
+
+
+def make_train_step(
+    task: Task, tx: optax.GradientTransformation, schedule: Callable, config
+) -> Callable:
+  """Builds `train_step(state, batch) -> (state, metrics)`; non-finite updates never land."""
+  base_rng = jax.random.key(config.seed)
+  accumulation = config.optimizer.grad_accumulation_steps
+
+  def train_step(state, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(jax.random.fold_in(base_rng, 1), step)
+    (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
+        state["params"], batch, rng
+    )
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new_params = optax.apply_updates(state["params"], updates)
+    keep_new = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = dict(
+        step=step + 1,
+        params=keep_new(new_params, state["params"]),
+        opt_state=keep_new(new_opt_state, state["opt_state"]),
+        nonfinite_steps=state["nonfinite_steps"] + (~finite).astype(jnp.int32),
+        last_nonfinite_step=jnp.where(finite, state["last_nonfinite_step"], step),
+    )
+    metrics = dict(
+        metrics,
+        loss=loss,
+        grad_norm=grad_norm,
+        param_norm=_param_norm(new_state["params"]),
+        learning_rate=schedule(step // accumulation),
+    )
+    return new_state, metrics
+
+  return train_step
+
+
+def _abstract_state(task: Task, tx, spec, rng) -> PyTree:
+  def init_state(rng):
+    params = task.init(rng, spec)
+    return dict(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        nonfinite_steps=jnp.zeros((), jnp.int32),
+        last_nonfinite_step=jnp.full((), -1, jnp.int32),
+    )
+
+  return init_state, jax.eval_shape(init_state, rng)
+
+
+def count_params_per_part(params: PyTree) -> dict[str, int]:
+  """Parameter count per top-level module (shapes suffice)."""
+  counts = {}
+  inner = params.get("params", params) if isinstance(params, dict) else params
+  for name, subtree in inner.items():
+    counts[name] = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(subtree))
+  counts["total"] = sum(counts.values())
+  return counts
+
+
+def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
+  """Parameter counts per part and XLA FLOPs of one train step, from shapes alone."""
+  validate_common_config(config)
+  task.validate_config(config)
+  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  _, abstract_state = _abstract_state(task, tx, spec, jax.random.key(0))
+  train_step = make_train_step(task, tx, schedule, config)
+  compiled = jax.jit(train_step).lower(abstract_state, spec).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return dict(
+      params=count_params_per_part(abstract_state["params"]),
+      train_step_flops=float(cost.get("flops", float("nan"))),
+      batch_size=config.batch_size,
+  )
+
+
+def _evaluate(params, config, mesh, eval_fn) -> tuple[dict[str, float], dict]:
+  """Runs the padded eval split once.
+
+  Returns the mask-weighted means and the first (global) batch, for summaries.
+  """
+  eval_iter = pipeline.make_eval_iterator(config.data, global_batch_size=config.eval_batch_size)
+  sums: dict[str, float] = {}
+  counts: dict[str, float] = {}
+  first_batch = None
+  for batch_index, local_batch in enumerate(eval_iter):
+    batch = sharding.host_to_global(local_batch, mesh)
+    first_batch = batch if first_batch is None else first_batch
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2), batch_index)
+    for name, (total, count) in jax.device_get(eval_fn(params, batch, rng)).items():
+      sums[name] = sums.get(name, 0.0) + float(total)
+      counts[name] = counts.get(name, 0.0) + float(count)
+  return {name: sums[name] / max(counts[name], 1e-12) for name in sums}, first_batch
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, task: Task
+) -> dict[str, float]:
+  """Trains `task` as `config` says, resuming from `workdir` if it holds checkpoints.
+
+  Returns the last logged train metrics and the last eval metrics (for tests and scripts).
+  """
+  # ---- Config, workdir, mesh -------------------------------------------------------------
+  validate_common_config(config)
+  task.validate_config(config)
+  check_workdir_writable(workdir)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_divisible(config.batch_size, mesh)
+  sharding.check_batch_divisible(config.eval_batch_size, mesh)
+  logging.info("Processes: %d, devices: %d (local %d), mesh: %s", jax.process_count(),
+               jax.device_count(), jax.local_device_count(), dict(mesh.shape))
+
+  # ---- Input pipeline ---------------------------------------------------------------------
+  train_iter = pipeline.make_train_iterator(
+      config.data, global_batch_size=config.batch_size, seed=config.seed
+  )
+  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  # ---- Shapes first: the abstract state decides the shardings ------------------------------
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  init_state, abstract_state = _abstract_state(task, tx, spec, jax.random.key(config.seed))
+  state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
+  parameter_counts = count_params_per_part(abstract_state["params"])
+  logging.info("Parameters per part: %s", parameter_counts)
+
+  # ---- Restore, or initialise sharded at birth ---------------------------------------------
+  checkpointer = checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep
+  )
+  restored = checkpointer.restore_latest(
+      sharding.with_shardings(abstract_state, state_sharding), config
+  )
+  if restored is not None:
+    state, data_state = restored
+    train_iter.set_state(data_state)
+    logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state["step"]))
+  else:
+    state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+    if config.init_from:
+      abstract_params = sharding.with_shardings(
+          abstract_state["params"], state_sharding["params"]
+      )
+      state["params"] = checkpoint.load_params(config.init_from, abstract_params, config)
+      logging.info("Initialised parameters from %s.", config.init_from)
+
+  # ---- Jitted steps ---------------------------------------------------------------------------
+  replicated = sharding.replicated(mesh)
+  train_step = jax.jit(
+      make_train_step(task, tx, schedule, config),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, replicated),
+      donate_argnums=(0,),
+  )
+  eval_fn = jax.jit(task.eval_fn, in_shardings=(state_sharding["params"], batch_sharding, None),
+                    out_shardings=replicated)
+  summaries_fn = jax.jit(task.summaries, in_shardings=(state_sharding["params"], batch_sharding,
+                                                       None), out_shardings=replicated)
+
+  # ---- Loop -------------------------------------------------------------------------------------
+  writer = writers.MetricWriter(workdir)
+  if restored is None:
+    writer.write_scalars(0, {f"params_{k}": v for k, v in parameter_counts.items()},
+                         split="describe")
+  first_step = int(state["step"])
+  last_checked_nonfinite = int(state["nonfinite_steps"])
+  last_finite_metrics: dict[str, float] = {}
+  train_metrics: dict[str, float] = {}
+  eval_metrics: dict[str, float] = {}
+  progress = tqdm.tqdm(total=config.num_train_steps, initial=first_step, unit="step",
+                       disable=jax.process_index() != 0, dynamic_ncols=True)
+  timer_step, timer_start = first_step, time.perf_counter()
+
+  def check_finite(step: int):
+    """Raises (stop policy) if any step since the last check was non-finite."""
+    nonlocal last_checked_nonfinite
+    count = int(state["nonfinite_steps"])
+    if count == last_checked_nonfinite:
+      return
+    bad_step = int(state["last_nonfinite_step"])
+    last_checked_nonfinite = count
+    if config.nan_policy == "skip":
+      logging.warning("Skipped %d non-finite steps so far (latest: %d).", count, bad_step)
+      return
+    latest = checkpointer.latest_step()
+    raise NonFiniteLossError(
+        f"Non-finite loss or gradient at step {bad_step} (checked at step {step}); the update "
+        f"was not applied. Last finite train metrics: {last_finite_metrics}. Last good "
+        f"checkpoint: {checkpointer.directory}/{latest} (kept; not overwritten). Lower the "
+        "learning rate, check the input data, or set config.nan_policy='skip'."
+    )
+
+  step = first_step
+  with _PreemptionWatch() as preemption:
+    try:
+      while step < config.num_train_steps:
+        batch = sharding.host_to_global(next(train_iter), mesh)
+        state, metrics = train_step(state, batch)
+        step += 1
+        progress.update(1)
+
+        if step % config.log_every_steps == 0 or step == config.num_train_steps:
+          metrics = jax.device_get(metrics)
+          elapsed = time.perf_counter() - timer_start
+          steps_per_sec = (step - timer_step) / max(elapsed, 1e-9)
+          train_metrics = {k: float(v) for k, v in metrics.items()}
+          train_metrics.update(steps_per_sec=steps_per_sec,
+                               examples_per_sec=steps_per_sec * config.batch_size)
+          check_finite(step)
+          if all(np.isfinite(v) for v in train_metrics.values()):
+            last_finite_metrics = train_metrics
+          writer.write_scalars(step, train_metrics, split="train")
+          progress.set_postfix(loss=f"{train_metrics['loss']:.4g}")
+          timer_step, timer_start = step, time.perf_counter()
+
+        if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+          eval_metrics, first_batch = _evaluate(state["params"], config, mesh, eval_fn)
+          writer.write_scalars(step, eval_metrics, split=config.data.eval_split)
+          videos = summaries_fn(state["params"], first_batch, jax.random.key(config.seed))
+          writer.write_videos(step, jax.device_get(videos))
+          timer_step, timer_start = step, time.perf_counter()
+
+        stop = preemption.should_stop(step)
+        if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or stop:
+          check_finite(step)
+          checkpointer.save(step, state, train_iter.get_state(), config)
+        if stop:
+          logging.warning("Stopped at step %d after a signal; checkpoint saved.", step)
+          break
+    finally:
+      progress.close()
+      checkpointer.wait()
+      checkpointer.close()
+      writer.close()
+  return dict(train_metrics, **{f"eval_{k}": v for k, v in eval_metrics.items()})
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[str, float]:
+  """Evaluates the newest checkpoint in `workdir` on `config.data.eval_split`.
+
+  Writes `<workdir>/eval_<split>_step<N>.json` and a `metrics.jsonl` record; returns the
+  metrics.
+  """
+  validate_common_config(config)
+  task.validate_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_divisible(config.eval_batch_size, mesh)
+  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  _, abstract_state = _abstract_state(task, tx, spec, jax.random.key(config.seed))
+  state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
+  checkpointer = checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep
+  )
+  restored = checkpointer.restore_latest(
+      sharding.with_shardings(abstract_state, state_sharding), config
+  )
+  checkpointer.close()
+  if restored is None:
+    raise FileNotFoundError(
+        f"--mode=eval: no checkpoint in {workdir}/checkpoints. Train first, or pass the "
+        "workdir of a training run."
+    )
+  state, _ = restored
+  eval_fn = jax.jit(task.eval_fn, in_shardings=(state_sharding["params"],
+                                                sharding.batch_sharding(mesh), None),
+                    out_shardings=sharding.replicated(mesh))
+  metrics, _ = _evaluate(state["params"], config, mesh, eval_fn)
+  step = int(state["step"])
+  split = config.data.eval_split
+  record = dict(step=step, split=split, dataset=config.data.name, **metrics)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, f"eval_{split}_step{step}.json"), "w") as f:
+      json.dump(record, f, indent=2)
+  writer = writers.MetricWriter(workdir)
+  writer.write_scalars(step, metrics, split=split)
+  writer.close()
+  return metrics

@@ -1,0 +1,76 @@
+"""Metric writing: TensorBoard event files and a JSON-lines file, from process 0 only.
+
+Every logged record lands in both sinks: `<workdir>/metrics.jsonl` gets one JSON object per
+call (`step`, `split`, then the values), TensorBoard gets `<split>/<name>` scalars. Videos
+are written as TensorBoard image strips and as GIF files under `<workdir>/summaries/`.
+Other processes get a writer that does nothing, so call sites need no `if`.
+"""
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from flax.metrics import tensorboard
+from PIL import Image
+
+
+def write_gif(path: str, frames: np.ndarray, fps: float) -> None:
+  """Writes `[T, H, W, 3]` uint8 frames as a looping GIF (Pillow; no ffmpeg needed)."""
+  images = [Image.fromarray(frame) for frame in np.asarray(frames, np.uint8)]
+  images[0].save(
+      path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
+  )
+
+
+def _to_python(value: Any) -> Any:
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else value.tolist()
+
+
+class MetricWriter:
+  """Writes scalars and videos for one run directory."""
+
+  def __init__(self, workdir: str, *, enabled: bool | None = None):
+    self._enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._workdir = workdir
+    if self._enabled:
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self._tensorboard = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any], *, split: str = "train"):
+    if not self._enabled:
+      return
+    record = {"step": int(step), "split": split}
+    record.update({name: _to_python(value) for name, value in scalars.items()})
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    for name, value in scalars.items():
+      if np.ndim(value) == 0:
+        self._tensorboard.scalar(f"{split}/{name}", float(value), int(step))
+    self._tensorboard.flush()
+
+  def write_videos(self, step: int, videos: Mapping[str, np.ndarray], *, fps: float = 6.0):
+    """Writes each `[b, T, H, W, 3]` uint8 video as a GIF and a TensorBoard strip.
+
+    The strip puts frames side by side and batch elements underneath, so one image shows
+    the whole clip.
+    """
+    if not self._enabled:
+      return
+    out_dir = os.path.join(self._workdir, "summaries")
+    os.makedirs(out_dir, exist_ok=True)
+    for name, video in videos.items():
+      video = np.asarray(video)
+      b, t, h, w, c = video.shape
+      grid = video.transpose(1, 0, 2, 3, 4).reshape(t, b * h, w, c)
+      write_gif(os.path.join(out_dir, f"{name}_{int(step):08d}.gif"), grid, fps)
+      strip = video.transpose(0, 2, 1, 3, 4).reshape(b * h, t * w, c)
+      self._tensorboard.image(name, strip, int(step))
+    self._tensorboard.flush()
+
+  def close(self):
+    if self._enabled:
+      self._jsonl.close()
+      self._tensorboard.close()
