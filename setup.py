@@ -12,6 +12,8 @@ INSTALL_REQUIRES = [
     "einops==0.8.2",
     "flax==0.12.8",
     "grain==0.2.18",
+    # TFDS 4.9.10 imports it for builders defined inside packages.
+    "importlib_resources==7.1.0",
     "jax==0.10.2",
     "jaxlib==0.10.2",
     "ml-collections==1.1.0",

@@ -1,0 +1,568 @@
+"""The input pipeline: grain over TFDS ArrayRecord data sources.
+
+Design decision (not tf.data): the pipeline reads a TFDS dataset stored as
+ArrayRecord through `builder.as_data_source(split)` and grain `MapDataset`s.
+
+  * Random access makes the iterator exactly resumable: its state is a few
+    integers (`get_state()`, saved with each checkpoint), and the order of
+    examples and the per-example randomness (window, crop, track choice) are
+    pure functions of (seed, position), so a restored run sees the same data.
+  * Sharding across hosts is by index (host h of P reads examples h, h + P, ...),
+    with explicit `process_index` / `process_count` arguments so tests can
+    simulate hosts. No shuffle buffer in host RAM (a global index permutation,
+    different every epoch).
+  * It matches the official MooG pipeline, which reads MOVi from the ArrayRecord
+    copy at gs://kubric-public/grain (see `movi.py` for copying and converting).
+
+Datasets (`data_config.name`):
+  * 'synthetic_movi/<config>' (`synthetic.py`): rendered and stored on first use
+    under `data_dir`; e.g. 'synthetic_movi/32x32_24f' for the tiny configs.
+  * 'movi_a/128x128' ... 'movi_f/512x512' (`movi.py`): read from `data_dir`.
+
+Batches follow the contract in docs/design.md: per-host dicts of numpy arrays
+with keys depending on `data_config.features`, plus `_mask`.
+"""
+import dataclasses
+import io
+from typing import Any, Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from videolib.data import movi
+from videolib.data import scenes
+from videolib.data import synthetic
+
+FEATURES = ("video", "depth", "segmentations", "boxes", "tracks", "label")
+_SYNTHETIC_PREFIX = "synthetic_movi/"
+# Crop distribution of kubric's point-tracking pipeline (MOVi-style).
+_CROP_AREA = (0.3, 1.0)
+_CROP_ASPECT = (0.5, 2.0)
+_CROP_ATTEMPTS = 10
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Data config with documented defaults (the tiny synthetic setting)."""
+  return ml_collections.ConfigDict(dict(
+      # 'synthetic_movi/<H>x<W>_<T>f[_<R>x]' (see synthetic.config_name) or
+      # 'movi_<a..f>/<H>x<W>'.
+      name="synthetic_movi/32x32_24f",
+      # Directory holding the TFDS datasets (local or gs://); None = TFDS default
+      # (~/tensorflow_datasets). Synthetic datasets are written there.
+      data_dir=None,
+      train_split="train",
+      eval_split="validation",
+      num_frames=8,  # Window length T.
+      frame_stride=1,  # Take every k-th stored frame.
+      resolution=32,  # Output H = W (or an (H, W) tuple); <= stored size.
+      random_crop=True,  # Training only: distorted crop, area 0.3-1, aspect 0.5-2.
+      features=("video",),  # Subset of FEATURES.
+      num_tracks=64,  # N: point tracks per example (padded, see tracks_valid).
+      max_instances=10,  # K: box tracks per example (MOVi-E has up to 23).
+      num_eval_examples=-1,  # -1 = the whole eval split.
+      num_threads=2,  # grain reader threads per host.
+      prefetch_batches=4,  # Batches prepared ahead per host.
+      worker_count=0,  # > 0: that many grain worker processes per host.
+  ))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+  """What the stored dataset holds."""
+  num_frames: int
+  height: int
+  width: int
+  is_movi: bool
+
+
+def _resolution(data_config) -> tuple[int, int]:
+  res = data_config.resolution
+  return (int(res), int(res)) if np.ndim(res) == 0 else (int(res[0]), int(res[1]))
+
+
+def _stored_info(data_config) -> _Stored:
+  """Stored video shape, from the config name alone (no data is read)."""
+  name = data_config.name
+  if name.startswith(_SYNTHETIC_PREFIX):
+    c = synthetic.config_from_name(name[len(_SYNTHETIC_PREFIX):])
+    return _Stored(c.num_frames, c.height, c.width, is_movi=False)
+  if movi.is_movi(name):
+    _, config = movi.parse_name(name)
+    height, width = (int(v) for v in config.split("x"))
+    return _Stored(24, height, width, is_movi=True)
+  raise ValueError(
+      f"Unknown dataset {name!r}: expected 'synthetic_movi/<config>' (e.g. "
+      f"'synthetic_movi/32x32_24f') or one of {movi.MOVI_VARIANTS} with a "
+      f"resolution (e.g. 'movi_e/128x128').")
+
+
+def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
+  """Raises ValueError for settings the data cannot satisfy, naming the limits."""
+  stored = stored or _stored_info(data_config)
+  unknown = set(data_config.features) - set(FEATURES)
+  if unknown:
+    raise ValueError(f"Unknown data features {sorted(unknown)}; choose from {FEATURES}.")
+  if data_config.num_frames < 1 or data_config.frame_stride < 1:
+    raise ValueError(f"num_frames={data_config.num_frames} and frame_stride="
+                     f"{data_config.frame_stride} must be >= 1.")
+  span = (data_config.num_frames - 1) * data_config.frame_stride + 1
+  if span > stored.num_frames:
+    raise ValueError(
+        f"A window of num_frames={data_config.num_frames} at frame_stride="
+        f"{data_config.frame_stride} spans {span} frames, but {data_config.name} "
+        f"videos have {stored.num_frames} frames.")
+  height, width = _resolution(data_config)
+  if height > stored.height or width > stored.width or min(height, width) < 1:
+    raise ValueError(
+        f"resolution={(height, width)} is larger than the {data_config.name} frames "
+        f"({stored.height}, {stored.width}) (or not positive); crops are resized "
+        "down or kept, never upsampled beyond the stored frame size.")
+  if stored.is_movi and "tracks" in data_config.features:
+    raise NotImplementedError(
+        f"Point tracks for {data_config.name} need Kubric's 3-D lifting "
+        "(kubric challenges/point_tracking), which is not implemented; use "
+        "'synthetic_movi/...' for tracks or drop 'tracks' from features.")
+  if stored.is_movi and "label" in data_config.features:
+    raise ValueError(f"{data_config.name} has no motion class label; 'label' exists "
+                     "only for synthetic_movi.")
+  return stored
+
+
+def _load_builder(data_config):
+  """Builder of the configured dataset; synthetic data is prepared if missing."""
+  name = data_config.name
+  if movi.is_movi(name):
+    return movi.load_builder(name, data_config.data_dir)
+  builder = synthetic.SyntheticMovi(
+      config=name[len(_SYNTHETIC_PREFIX):], data_dir=data_config.data_dir,
+      file_format="array_record")
+  builder.download_and_prepare()
+  return builder
+
+
+def _decoders(builder) -> dict:
+  """numpy decoders: pixel layers stay PNG bytes, decoded per window frame later."""
+  decoders = movi.numpy_decoders(builder.info.features)
+  for key in ("video", "segmentations", "depth"):
+    decoders[key] = movi.NoDecoding()
+  return decoders
+
+
+class _CheckedSource(grain.sources.RandomAccessDataSource):
+  """Data source returning records checked against the expected layout."""
+
+  def __init__(self, builder, split: str, features, stored: _Stored):
+    self._source = builder.as_data_source(split, decoders=_decoders(builder))
+    self._split = split
+    self._features = tuple(features)
+    self._stored = stored
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = self._source[int(index)]
+    return _check_record(_unpack(record, self._features), self._split, int(index),
+                         self._stored)
+
+
+def _unpack(record: dict, features) -> dict[str, Any]:
+  """TFDS record (MOVi layout) -> flat dict; pixel layers as per-frame PNG bytes."""
+  unpacked = {"video": list(record["video"]),
+              "video_name": record["metadata"]["video_name"]}
+  if "segmentations" in features:
+    unpacked["segmentations"] = list(record["segmentations"])
+  if "depth" in features:
+    unpacked["depth"] = list(record["depth"])
+    unpacked["depth_range"] = np.asarray(record["metadata"]["depth_range"])
+  if "boxes" in features:
+    instances = record["instances"]
+    unpacked["instance_boxes"] = [
+        np.asarray(b, np.float32).reshape(-1, 4) for b in instances["bboxes"]]
+    unpacked["instance_box_frames"] = [
+        np.asarray(f, np.int64).reshape(-1) for f in instances["bbox_frames"]]
+  if "tracks" in features:
+    for key in ("target_points", "occluded"):
+      unpacked[key] = np.asarray(record[key])
+  if "label" in features:
+    unpacked["label"] = record["label"]
+  return unpacked
+
+
+_FRAME_LAYOUT = {"video": (3, np.uint8), "segmentations": (1, np.uint8),
+                 "depth": (1, np.uint16)}
+
+
+def _where(record: dict) -> str:
+  return f"{record['split']}[{record['index']}] (video_name={record['video_name']!r})"
+
+
+def _check_record(record: dict, split: str, index: int, stored: _Stored) -> dict:
+  """Raises ValueError naming the record and the expectation if it is malformed."""
+  record.update(split=split, index=index)
+  t = stored.num_frames
+  for key in _FRAME_LAYOUT:
+    if key in record and len(record[key]) != t:
+      raise ValueError(f"Record {_where(record)}: {key} has {len(record[key])} "
+                       f"frames, expected {t}.")
+  if "depth_range" in record and record["depth_range"].shape != (2,):
+    raise ValueError(f"Record {_where(record)}: metadata/depth_range has shape "
+                     f"{record['depth_range'].shape}, expected (2,).")
+  if "target_points" in record:
+    num_tracks = record["target_points"].shape[0]
+    if (record["target_points"].shape != (num_tracks, t, 2)
+        or record["occluded"].shape != (num_tracks, t)):
+      raise ValueError(f"Record {_where(record)}: target_points "
+                       f"{record['target_points'].shape} / occluded "
+                       f"{record['occluded'].shape}, expected (N, {t}, 2) / (N, {t}).")
+  for key in ("depth_range", "target_points"):
+    if key in record and not np.all(np.isfinite(record[key])):
+      raise ValueError(f"Record {_where(record)}: {key} contains NaN or inf.")
+  for boxes in record.get("instance_boxes", []):
+    if not np.all(np.isfinite(boxes)):
+      raise ValueError(f"Record {_where(record)}: instances/bboxes contain NaN or inf.")
+  return record
+
+
+def _decode_frames(record: dict, key: str, frames: np.ndarray, stored: _Stored):
+  """Decodes the PNG frames `frames` of layer `key` -> [T, H, W, C], checked."""
+  channels, dtype = _FRAME_LAYOUT[key]
+  decoded = []
+  for f in frames:
+    with Image.open(io.BytesIO(record[key][f])) as image:
+      decoded.append(np.asarray(image, dtype=dtype if image.mode.startswith("I") else None))
+  decoded = np.stack(decoded)
+  decoded = decoded.reshape(decoded.shape[:3] + (-1,))
+  expected = (len(frames), stored.height, stored.width, channels)
+  if decoded.shape != expected or decoded.dtype != dtype:
+    raise ValueError(f"Record {_where(record)}: {key} frames decode to shape "
+                     f"{decoded.shape[1:]} dtype {decoded.dtype}, expected "
+                     f"{expected[1:]} {np.dtype(dtype)}.")
+  return decoded
+
+
+def _sample_crop(rng: np.random.Generator, height: int, width: int):
+  """Distorted crop (area 0.3-1, aspect 0.5-2) as integer (y0, x0, h, w)."""
+  for _ in range(_CROP_ATTEMPTS):
+    area = rng.uniform(*_CROP_AREA) * height * width
+    aspect = np.exp(rng.uniform(*np.log(_CROP_ASPECT)))  # width / height
+    crop_h = int(round(np.sqrt(area / aspect)))
+    crop_w = int(round(np.sqrt(area * aspect)))
+    if 0 < crop_h <= height and 0 < crop_w <= width:
+      return (int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1)),
+              crop_h, crop_w)
+  return 0, 0, height, width
+
+
+def _linear_weights(start: int, size: int, out: int, total: int) -> np.ndarray:
+  """[out, total] matrix: crop [start, start + size) then linear resize to `out`.
+
+  A triangle kernel widened by the downscale factor (antialiasing, as
+  jax.image.resize); rows are normalised, which handles the borders.
+  """
+  centres = start + (np.arange(out) + 0.5) * size / out - 0.5
+  scale = max(1.0, size / out)
+  distance = np.abs(centres[:, None] - np.arange(total)[None, :]) / scale
+  weights = np.maximum(0.0, 1.0 - distance)
+  weights[:, :start] = 0.0
+  weights[:, start + size:] = 0.0
+  return (weights / weights.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _resize_video(video: np.ndarray, crop, out_hw) -> np.ndarray:
+  """uint8 [T, H, W, 3] -> crop, linear resize -> float32 [T, h, w, 3] in [0, 1]."""
+  y0, x0, crop_h, crop_w = crop
+  _, height, width, _ = video.shape
+  if crop == (0, 0, height, width) and out_hw == (height, width):
+    return video.astype(np.float32) * (1.0 / 255.0)
+  rows = _linear_weights(y0, crop_h, out_hw[0], height)
+  cols = _linear_weights(x0, crop_w, out_hw[1], width)
+  channels_first = np.moveaxis(video, -1, 1).astype(np.float32) * (1.0 / 255.0)
+  resized = rows @ channels_first @ cols.T  # [T, 3, h, w]
+  return np.ascontiguousarray(np.moveaxis(resized, 1, -1))
+
+
+def _nearest_indices(start: int, size: int, out: int) -> np.ndarray:
+  """Source index of each output pixel for a nearest-neighbour crop-resize."""
+  return np.minimum(start + np.floor((np.arange(out) + 0.5) * size / out).astype(int),
+                    start + size - 1)
+
+
+def _dense_boxes(record: dict, frames: np.ndarray, crop, stored: _Stored,
+                 max_instances: int):
+  """Ragged MOVi boxes -> [T, K, 4] in crop coordinates and validity [T, K]."""
+  total = stored.num_frames
+  boxes = np.zeros((max_instances, total, 4), np.float32)
+  valid = np.zeros((max_instances, total), bool)
+  for k, (b, f) in enumerate(zip(record["instance_boxes"][:max_instances],
+                                 record["instance_box_frames"][:max_instances])):
+    boxes[k, f], valid[k, f] = b, True
+  boxes, valid = boxes[:, frames].transpose(1, 0, 2), valid[:, frames].T
+  y0, x0, crop_h, crop_w = crop
+  offset = np.array([y0 / stored.height, x0 / stored.width] * 2, np.float32)
+  scale = np.array([stored.height / crop_h, stored.width / crop_w] * 2, np.float32)
+  boxes = np.clip((boxes - offset) * scale, 0.0, 1.0)
+  valid &= (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+  return np.where(valid[..., None], boxes, 0.0).astype(np.float32), valid
+
+
+def _window_tracks(record: dict, frames: np.ndarray, crop, out_hw, num_tracks: int,
+                   rng: np.random.Generator | None):
+  """Tracks re-based to the window: queries at its first frame, in output pixels.
+
+  Tracks occluded (or outside the crop) at the window's first frame cannot be
+  queried there; visible ones are preferred and the rest is padding with
+  `tracks_valid=False`.
+  """
+  y0, x0, crop_h, crop_w = crop
+  scale = np.array([out_hw[1] / crop_w, out_hw[0] / crop_h], np.float32)
+  points = (record["target_points"][:, frames] - np.array([x0, y0], np.float32)) * scale
+  outside = ((points[..., 0] < 0) | (points[..., 0] >= out_hw[1]) |
+             (points[..., 1] < 0) | (points[..., 1] >= out_hw[0]))
+  occluded = record["occluded"][:, frames] | outside
+  order = np.arange(len(points)) if rng is None else rng.permutation(len(points))
+  chosen = order[~occluded[order, 0]][:num_tracks]
+  n = len(chosen)
+  target = np.zeros((num_tracks, len(frames), 2), np.float32)
+  target[:n] = points[chosen]
+  occ = np.ones((num_tracks, len(frames)), bool)
+  occ[:n] = occluded[chosen]
+  query = np.zeros((num_tracks, 3), np.float32)
+  query[:n, 1], query[:n, 2] = target[:n, 0, 1], target[:n, 0, 0]
+  return {"query_points": query, "target_points": target, "occluded": occ,
+          "tracks_valid": np.arange(num_tracks) < n}
+
+
+def preprocess(record: dict, data_config, stored: _Stored,
+               rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+  """One record -> one example of the batch contract (docs/design.md).
+
+  Args:
+    record: output of the checked source (`_unpack` layout).
+    data_config: the data config.
+    stored: stored video shape.
+    rng: training randomness (window start, crop, track choice); None = eval
+      (window at frame 0, full frame, tracks in stored order).
+
+  Returns:
+    dict of numpy arrays without the batch dimension, `_mask` included.
+  """
+  features = data_config.features
+  span = (data_config.num_frames - 1) * data_config.frame_stride + 1
+  start = 0 if rng is None else int(rng.integers(stored.num_frames - span + 1))
+  frames = start + data_config.frame_stride * np.arange(data_config.num_frames)
+  crop = (0, 0, stored.height, stored.width)
+  if rng is not None and data_config.random_crop:
+    crop = _sample_crop(rng, stored.height, stored.width)
+  out_h, out_w = _resolution(data_config)
+  y0, x0, crop_h, crop_w = crop
+  rows = _nearest_indices(y0, crop_h, out_h)
+  cols = _nearest_indices(x0, crop_w, out_w)
+
+  example = {"_mask": np.array(True)}
+  if "video" in features:
+    video = _decode_frames(record, "video", frames, stored)
+    example["video"] = _resize_video(video, crop, (out_h, out_w))
+  if "depth" in features:
+    depth = _decode_frames(record, "depth", frames, stored)[:, rows][:, :, cols]
+    example["depth"] = scenes.decode_depth(depth, record["depth_range"])
+  if "segmentations" in features:
+    seg = _decode_frames(record, "segmentations", frames, stored)[:, rows][:, :, cols]
+    example["segmentations"] = seg.astype(np.int32)
+  if "boxes" in features:
+    example["boxes"], example["boxes_valid"] = _dense_boxes(
+        record, frames, crop, stored, data_config.max_instances)
+  if "tracks" in features:
+    example.update(_window_tracks(record, frames, crop, (out_h, out_w),
+                                  data_config.num_tracks, rng))
+  if "label" in features:
+    example["label"] = np.array(record["label"], np.int32)
+  return example
+
+
+def batch_spec(data_config, global_batch_size: int, train: bool
+               ) -> dict[str, jax.ShapeDtypeStruct]:
+  """Global shapes and dtypes of a batch, without reading any data.
+
+  Args:
+    data_config: the data config.
+    global_batch_size: batch size summed over hosts.
+    train: unused today (train and eval batches have the same layout); kept so
+      callers state which one they mean.
+
+  Returns:
+    dict of `jax.ShapeDtypeStruct` with the keys of a batch.
+  """
+  del train
+  validate_config(data_config)
+  b, t = global_batch_size, data_config.num_frames
+  h, w = _resolution(data_config)
+  k, n = data_config.max_instances, data_config.num_tracks
+  shapes = {"_mask": ((b,), np.bool_)}
+  features = data_config.features
+  if "video" in features:
+    shapes["video"] = ((b, t, h, w, 3), np.float32)
+  if "depth" in features:
+    shapes["depth"] = ((b, t, h, w, 1), np.float32)
+  if "segmentations" in features:
+    shapes["segmentations"] = ((b, t, h, w, 1), np.int32)
+  if "boxes" in features:
+    shapes["boxes"] = ((b, t, k, 4), np.float32)
+    shapes["boxes_valid"] = ((b, t, k), np.bool_)
+  if "tracks" in features:
+    shapes.update(query_points=((b, n, 3), np.float32),
+                  target_points=((b, n, t, 2), np.float32),
+                  occluded=((b, n, t), np.bool_), tracks_valid=((b, n), np.bool_))
+  if "label" in features:
+    shapes["label"] = ((b,), np.int32)
+  return {key: jax.ShapeDtypeStruct(s, d) for key, (s, d) in shapes.items()}
+
+
+class DataIterator(Iterator[dict[str, np.ndarray]]):
+  """Iterator over per-host batches with a JSON-serialisable state."""
+
+  def __init__(self, dataset: grain.IterDataset, num_batches: int | None = None):
+    self._iterator = iter(dataset)
+    self.num_batches = num_batches  # None = infinite.
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._iterator)
+
+  def get_state(self) -> dict[str, Any]:
+    """Position of the iterator; pass to `set_state` to resume from here."""
+    return self._iterator.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._iterator.set_state(state)
+
+
+def _hosts(process_index, process_count, global_batch_size) -> tuple[int, int, int]:
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size={global_batch_size} is not divisible by "
+                     f"process_count={process_count}.")
+  return process_index, process_count, global_batch_size // process_count
+
+
+def _to_iterator(dataset: grain.MapDataset, data_config, num_batches=None) -> DataIterator:
+  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=data_config.num_threads,
+      prefetch_buffer_size=data_config.prefetch_batches))
+  if data_config.worker_count > 0:
+    iter_dataset = iter_dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=data_config.worker_count))
+  return DataIterator(iter_dataset, num_batches)
+
+
+def _open_source(data_config, split: str) -> tuple[_CheckedSource, _Stored]:
+  """Validates the config, opens the split and checks its first record."""
+  stored = validate_config(data_config)
+  builder = _load_builder(data_config)
+  if split not in builder.info.splits:
+    raise ValueError(f"Split {split!r} not in {data_config.name} (has "
+                     f"{sorted(builder.info.splits)}).")
+  source = _CheckedSource(builder, split, data_config.features, stored)
+  if len(source) == 0:
+    raise ValueError(f"Split {split!r} of {data_config.name} is empty.")
+  source[0]  # pylint: disable=pointless-statement  # Fails early on a bad layout.
+  return source, stored
+
+
+def make_train_iterator(data_config, *, global_batch_size: int, seed: int,
+                        process_index: int | None = None,
+                        process_count: int | None = None) -> DataIterator:
+  """Infinite iterator of per-host training batches, reshuffled every epoch.
+
+  Host h of P reads examples h, h + P, ... of the split (the split is first cut
+  to a multiple of P, so every host has the same epoch length), in an order
+  that is a pure function of (seed, epoch); window, crop and track choice are
+  a pure function of (seed, position). The same seed and `set_state` therefore
+  reproduce the data exactly.
+
+  Args:
+    data_config: see `default_data_config`.
+    global_batch_size: batch size summed over hosts.
+    seed: data seed.
+    process_index: this host; None = `jax.process_index()`.
+    process_count: number of hosts; None = `jax.process_count()`.
+
+  Returns:
+    A `DataIterator` yielding dicts of numpy arrays [global_batch_size / P, ...].
+  """
+  process_index, process_count, local_batch = _hosts(
+      process_index, process_count, global_batch_size)
+  source, stored = _open_source(data_config, data_config.train_split)
+  usable = len(source) - len(source) % process_count
+  if usable < local_batch:
+    raise ValueError(f"{data_config.train_split} of {data_config.name} has "
+                     f"{usable // process_count} examples per host, fewer than the "
+                     f"per-host batch {local_batch}.")
+
+  def transform(record, rng):
+    return preprocess(record, data_config, stored, rng)
+
+  dataset = grain.MapDataset.source(source)[process_index:usable:process_count]
+  dataset = dataset.shuffle(seed=seed).repeat(None)
+  dataset = dataset.random_map(transform, seed=seed)
+  dataset = dataset.batch(local_batch, drop_remainder=True)
+  return _to_iterator(dataset, data_config)
+
+
+class _PaddedEvalSource(grain.sources.RandomAccessDataSource):
+  """Eval examples 0..n-1 followed by copies of example 0 with `_mask=False`."""
+
+  def __init__(self, source, data_config, stored: _Stored, num_examples: int,
+               padded_size: int):
+    self._source = source
+    self._data_config = data_config
+    self._stored = stored
+    self._num_examples = num_examples
+    self._padded_size = padded_size
+
+  def __len__(self) -> int:
+    return self._padded_size
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    is_real = index < self._num_examples
+    example = preprocess(self._source[index if is_real else 0], self._data_config,
+                         self._stored, rng=None)
+    example["_mask"] = np.array(is_real)
+    return example
+
+
+def make_eval_iterator(data_config, *, global_batch_size: int,
+                       process_index: int | None = None,
+                       process_count: int | None = None) -> DataIterator:
+  """Finite iterator over the eval split: every example exactly once over hosts.
+
+  The split (cut to `num_eval_examples`) is padded to a multiple of
+  `global_batch_size` with `_mask=False` examples; host h takes padded examples
+  h, h + P, ..., so every host runs the same number of batches
+  (`iterator.num_batches`). Eval preprocessing is deterministic: window at
+  frame 0, full frame, tracks in stored order.
+
+  Args:
+    data_config: see `default_data_config`.
+    global_batch_size: batch size summed over hosts.
+    process_index: this host; None = `jax.process_index()`.
+    process_count: number of hosts; None = `jax.process_count()`.
+
+  Returns:
+    A `DataIterator` with `num_batches` batches of [global_batch_size / P, ...].
+  """
+  process_index, process_count, local_batch = _hosts(
+      process_index, process_count, global_batch_size)
+  source, stored = _open_source(data_config, data_config.eval_split)
+  num_examples = len(source)
+  if data_config.num_eval_examples >= 0:
+    num_examples = min(num_examples, data_config.num_eval_examples)
+  num_batches = -(-num_examples // global_batch_size)
+  padded = _PaddedEvalSource(source, data_config, stored, num_examples,
+                             num_batches * global_batch_size)
+  dataset = grain.MapDataset.source(padded)[process_index::process_count]
+  dataset = dataset.batch(local_batch, drop_remainder=True)
+  return _to_iterator(dataset, data_config, num_batches)
