@@ -1,0 +1,799 @@
+"""Readout heads on frozen MooG states: points, depth and boxes (moog.md §10).
+
+Every head reads one of MooG's state sequences (`features` in {'predicted', 'corrected',
+'concat'}; 'concat' = `states_concat`, the official MOVi choice) and stops gradients into
+the backbone unless `finetune=True`.
+
+Heads:
+
+* `PointReadout` / `BoxReadout`: the recurrent conditional readout of the MOVi config
+  (upstream `ConditionalAutoregressiveReadout`). One state per track, initialised from
+  Fourier(16 bases, replace) of the conditioning (a query point or a box, in [0, 1]) ->
+  MLP. Per frame: the state is reset to the conditioning on the track's query frame;
+  `corr = state + Transformer(queries=state, kv=features_t)` (cross-attention only);
+  `state = LN_1e-4(corr + MLP(corr))`. Outputs are read from `corr`. The carried state can
+  be passed in and out for chunked (streaming) inference.
+* `DenseReadout`: a cross-attention decoder queried at pixel coordinates
+  (zeros ‖ Fourier(16) of (y, x) in [-1, 1], as MooG's pixel decoder), Dense -> C per
+  frame. Pixels are decoded independently, so any resolution or pixel subset works.
+
+Output layouts follow the batch contract of docs/design.md: points are track-major
+`[*b, N, T, ...]` like `target_points`/`occluded`; boxes are time-major `[*b, T, K, 4]` like
+`boxes`; depth is `[*b, T, h, w, 1]` like `depth`.
+
+Coordinates: point heads work in normalised (x, y) = raster pixels / (W, H), in [0, 1];
+boxes are normalised [ymin, xmin, ymax, xmax]. Use `normalise_query_points` and
+`positions_to_pixels` to convert from / to the raster pixels of the batch.
+
+Losses (upstream leaves them open, moog.md §14; choices follow TAPIR where one exists):
+
+* `point_tracking_loss`: Huber (δ = 4 px) on the Euclidean position error measured in
+  pixels of a 256 x 256 raster (so the loss does not depend on the input resolution), on
+  ground-truth-visible frames, weight 0.05; sigmoid BCE of the visibility logit against
+  "not occluded", weight 1; sigmoid BCE of the certainty logit against "position error
+  < 6 px on the 256 raster" (TAPIR's expected-distance loss with the sign flipped, since
+  visible iff σ(vis)·σ(cert) > 0.5), positions stop-gradiented, visible frames only,
+  weight 1. Frames before a track's query frame are not supervised: the head is causal
+  and has not seen the query yet there.
+* `depth_loss`: MSE between the head's output and log(metric depth) over valid pixels;
+  `log_depth_to_depth` (exp) inverts it before scoring with `videolib.metrics`.
+* `box_tracking_loss`: L1 over the 4 normalised coordinates plus `iou_weight` x (1 − IoU)
+  on valid frames from the query frame on.
+
+Each loss is a mean over its supervised entries, masked by validity (visibility, box
+existence, valid depth, `tracks_valid`) and by the example mask `_mask`; it is 0, not NaN,
+when no entry is supervised.
+
+Bad inputs: `validate_readout_batch` raises a clear `ValueError` on host-side numpy
+batches (query points outside the frame, query frames outside the clip, valid tracks
+never visible, inverted or out-of-range boxes, non-finite values). Inside the graph,
+tracks whose query frame lies outside the clip are never reset (streaming chunks rely on
+this) and get no loss on frames before the query frame.
+
+The compact cross-attention transformer here (`MlpBlock`, `QkNormAttention`,
+`CrossAttentionBlock`, `CrossAttentionTransformer`) and `fourier_features` /
+`pixel_coordinates` duplicate the cross-attention-only path of `moog/modules.py`
+(`Attention`, `TransformerBlock`, `Transformer`, `fourier_features`,
+`grid_coordinates`) and are meant to be replaced by those imports.
+"""
+
+from collections.abc import Mapping
+import math
+from typing import Literal
+
+import chex
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from videolib import metrics as metrics_lib
+
+FeatureChoice = Literal['predicted', 'corrected', 'concat']
+FEATURE_KEYS = {
+    'predicted': 'states_predicted',
+    'corrected': 'states_corrected',
+    'concat': 'states_concat',
+}
+STATE_NORM_EPSILON = 1e-4
+BLOCK_NORM_EPSILON = 1e-6
+LOSS_RESOLUTION = (256, 256)
+
+
+def select_features(moog_outputs: Mapping[str, jax.Array], which: FeatureChoice) -> jax.Array:
+  """Picks the MooG state sequence a head reads.
+
+  Args:
+    moog_outputs: MooG outputs with `states_predicted`, `states_corrected` ([*b, T, n, d])
+      and/or `states_concat` ([*b, T, 2n, d]).
+    which: 'predicted', 'corrected' or 'concat'.
+
+  Returns:
+    [*b, T, tokens, d] features.
+  """
+  if which not in FEATURE_KEYS:
+    raise ValueError(f'features must be one of {sorted(FEATURE_KEYS)}, got {which!r}.')
+  key = FEATURE_KEYS[which]
+  if key in moog_outputs:
+    return moog_outputs[key]
+  if which == 'concat':
+    # Same token order as MooG: predicted tokens first, then corrected ones.
+    return jnp.concatenate(
+        [moog_outputs['states_predicted'], moog_outputs['states_corrected']], axis=-2
+    )
+  raise KeyError(f'MooG outputs lack {key!r}; available: {sorted(moog_outputs)}.')
+
+
+def fourier_features(coords: jax.Array, num_bases: int) -> jax.Array:
+  """NeRF-style features [sin(all), cos(all)] of π·coords at frequencies 2^0 … 2^(B−1).
+
+  Inside each half the order is frequency-major, then coordinate. Readouts feed [0, 1]
+  coordinates, the dense decoder [-1, 1].
+
+  Args:
+    coords: [..., D] coordinates.
+    num_bases: number of frequencies B.
+
+  Returns:
+    [..., 2 * D * B] features.
+  """
+  frequencies = 2.0 ** jnp.arange(num_bases, dtype=coords.dtype)
+  phases = jnp.pi * coords[..., None, :] * frequencies[:, None]
+  phases = einops.rearrange(phases, '... bases dims -> ... (bases dims)')
+  return jnp.sin(jnp.concatenate([phases, phases + 0.5 * jnp.pi], axis=-1))
+
+
+def pixel_coordinates(height: int, width: int) -> jax.Array:
+  """[H, W, 2] (y, x) pixel grid over [-1, 1], endpoints included, as MooG's decoder."""
+  ys = jnp.linspace(-1.0, 1.0, height)
+  xs = jnp.linspace(-1.0, 1.0, width)
+  return jnp.stack(jnp.meshgrid(ys, xs, indexing='ij'), axis=-1)
+
+
+def _scale_only_layer_norm(name: str, epsilon: float = BLOCK_NORM_EPSILON) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=epsilon, use_bias=False, use_scale=True, name=name)
+
+
+# ----------------------------------------------------------------------------------------
+# Compact cross-attention transformer (duplicates moog/modules.py, CA-only path).
+# ----------------------------------------------------------------------------------------
+
+
+class MlpBlock(nn.Module):
+  """Dense(hidden) -> GELU(tanh) -> Dense(output); output defaults to the input width."""
+
+  hidden_size: int
+  output_size: int | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    output_size = self.output_size or x.shape[-1]
+    x = nn.gelu(nn.Dense(self.hidden_size, name='dense_in')(x))
+    return nn.Dense(output_size, name='dense_out')(x)
+
+
+class QkNormAttention(nn.Module):
+  """Multi-head attention with RMS-normed q and k (one scale shared across heads).
+
+  q, k, v have no bias, the output projection has one; logits are scaled by
+  1/sqrt(head_dim).
+  """
+
+  num_heads: int
+  qkv_size: int
+
+  @nn.compact
+  def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array) -> jax.Array:
+    """[*b, q, d1] queries attend to [*b, k, d2] keys/values; returns [*b, q, d1]."""
+    if self.qkv_size % self.num_heads:
+      raise ValueError(f'num_heads={self.num_heads} must divide qkv_size={self.qkv_size}.')
+    head_shape = (self.num_heads, self.qkv_size // self.num_heads)
+    query = nn.DenseGeneral(head_shape, use_bias=False, name='dense_query')(inputs_q)
+    key = nn.DenseGeneral(head_shape, use_bias=False, name='dense_key')(inputs_kv)
+    value = nn.DenseGeneral(head_shape, use_bias=False, name='dense_value')(inputs_kv)
+    query = nn.RMSNorm(name='norm_query')(query)
+    key = nn.RMSNorm(name='norm_key')(key)
+    logits = jnp.einsum('...qhd,...khd->...hqk', query / math.sqrt(head_shape[1]), key)
+    weights = jax.nn.softmax(logits, axis=-1)
+    attended = jnp.einsum('...hqk,...khd->...qhd', weights, value)
+    return nn.DenseGeneral(inputs_q.shape[-1], axis=(-2, -1), name='dense_out')(attended)
+
+
+class CrossAttentionBlock(nn.Module):
+  """Pre-norm block: a = q + CA(LN(q), kv); out = a + MLP(LN(a)); kv is used raw."""
+
+  num_heads: int
+  qkv_size: int
+  mlp_size: int
+
+  @nn.compact
+  def __call__(self, queries: jax.Array, inputs_kv: jax.Array) -> jax.Array:
+    normed = _scale_only_layer_norm('norm_q')(queries)
+    x = queries + QkNormAttention(self.num_heads, self.qkv_size, name='cross_att')(
+        normed, inputs_kv
+    )
+    return x + MlpBlock(self.mlp_size, name='mlp')(_scale_only_layer_norm('norm_attn')(x))
+
+
+class CrossAttentionTransformer(nn.Module):
+  """Optional Dense(hidden) -> CA-only blocks -> scale-only LN -> optional Dense(output).
+
+  As upstream `ImprovedTransformer(cross_attn_only=True)`: with `hidden_size` set and no
+  `output_size`, the output is mapped back to the query width.
+  """
+
+  num_layers: int
+  num_heads: int
+  qkv_size: int
+  mlp_size: int
+  hidden_size: int | None = None
+  output_size: int | None = None
+
+  @nn.compact
+  def __call__(self, queries: jax.Array, inputs_kv: jax.Array) -> jax.Array:
+    """[*b, q, d] queries, [*b, k, D] keys/values -> [*b, q, output width]."""
+    query_width = queries.shape[-1]
+    output_size = self.output_size
+    if output_size is None and self.hidden_size not in (None, query_width):
+      output_size = query_width
+    if self.hidden_size is not None:
+      queries = nn.Dense(self.hidden_size, name='dense_in')(queries)
+    for i in range(self.num_layers):
+      queries = CrossAttentionBlock(
+          self.num_heads, self.qkv_size, self.mlp_size, name=f'layer_{i}'
+      )(queries, inputs_kv)
+    queries = _scale_only_layer_norm('norm_out')(queries)
+    if output_size is not None:
+      queries = nn.Dense(output_size, name='dense_out')(queries)
+    return queries
+
+
+# ----------------------------------------------------------------------------------------
+# Recurrent conditional readouts (points, boxes).
+# ----------------------------------------------------------------------------------------
+
+
+class _RecurrentStep(nn.Module):
+  """One frame of the recurrent readout; scanned over time by `_RecurrentReadout`."""
+
+  width: int
+  num_layers: int
+  num_heads: int
+  qkv_size: int
+  mlp_size: int
+
+  @nn.compact
+  def __call__(
+      self,
+      state: jax.Array,
+      frame_inputs: tuple[jax.Array, jax.Array],
+      conditioning: jax.Array,
+  ) -> tuple[jax.Array, jax.Array]:
+    """Advances the track states by one frame.
+
+    Args:
+      state: [*b, m, width] carried state.
+      frame_inputs: (features [*b, n, d] of this frame, reset [*b, m] bool marking the
+        tracks whose query frame this is).
+      conditioning: [*b, m, width] embedded conditioning (broadcast over time).
+
+    Returns:
+      (next state [*b, m, width], corrected state [*b, m, width] read by the heads).
+    """
+    features, reset = frame_inputs
+    state = jnp.where(reset[..., None], conditioning, state)
+    corrected = state + CrossAttentionTransformer(
+        num_layers=self.num_layers,
+        num_heads=self.num_heads,
+        qkv_size=self.qkv_size,
+        mlp_size=self.mlp_size,
+        hidden_size=self.width,
+        output_size=self.width,
+        name='transformer',
+    )(state, features)
+    next_state = corrected + MlpBlock(self.width, self.width, name='predictor')(corrected)
+    next_state = _scale_only_layer_norm('state_norm', STATE_NORM_EPSILON)(next_state)
+    return next_state, corrected
+
+
+_ScannedStep = nn.scan(
+    _RecurrentStep,
+    variable_broadcast='params',
+    split_rngs={'params': False},
+    in_axes=(0, nn.broadcast),
+    out_axes=0,
+)
+
+
+class _RecurrentReadout(nn.Module):
+  """Shared body of `PointReadout` and `BoxReadout` (upstream ConditionalAutoregressive).
+
+  Attributes:
+    width: state width (512 in the MOVi config).
+    num_layers: cross-attention layers per frame (3).
+    num_heads: attention heads (8).
+    qkv_size: total q/k/v width over heads (512).
+    mlp_size: hidden width of the transformer MLPs (2048).
+    num_fourier_bases: Fourier bases of the conditioning embedding (16).
+    features: which MooG states to read: 'predicted', 'corrected' or 'concat'.
+    finetune: if False, no gradient flows into the MooG features.
+  """
+
+  width: int = 512
+  num_layers: int = 3
+  num_heads: int = 8
+  qkv_size: int = 512
+  mlp_size: int = 2048
+  num_fourier_bases: int = 16
+  features: FeatureChoice = 'concat'
+  finetune: bool = False
+
+  @nn.compact
+  def rollout(
+      self,
+      moog_outputs: Mapping[str, jax.Array],
+      conditioning: jax.Array,
+      query_frame: jax.Array,
+      readout_state: jax.Array | None,
+      value_size: int,
+      logit_size: int,
+  ) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+    """Runs the recurrence over all frames of `moog_outputs`.
+
+    Args:
+      moog_outputs: MooG outputs; the selected states are [*b, T, n, d].
+      conditioning: [*b, m, k] per-track conditioning in [0, 1].
+      query_frame: [*b, m] int frame (relative to this chunk) at which each track's state
+        is reset to its conditioning; values outside [0, T) never reset.
+      readout_state: optional [*b, m, width] state carried from the previous chunk; the
+        conditioning embedding is used when None.
+      value_size: width of the value head (pre-activation).
+      logit_size: width of the logit head (0 for none).
+
+    Returns:
+      (values [*b, T, m, value_size], logits [*b, T, m, logit_size] or None,
+      final state [*b, m, width]).
+    """
+    features = select_features(moog_outputs, self.features)
+    if not self.finetune:
+      features = jax.lax.stop_gradient(features)
+    num_frames = features.shape[-3]
+    batch_shape = features.shape[:-3]
+    num_tracks = conditioning.shape[-2]
+    chex.assert_shape(conditioning, (*batch_shape, num_tracks, None))
+    chex.assert_shape(query_frame, (*batch_shape, num_tracks))
+
+    embedded = fourier_features(conditioning, self.num_fourier_bases)
+    embedded = MlpBlock(self.width, self.width, name='initializer')(embedded)
+    state = embedded if readout_state is None else readout_state
+    chex.assert_shape(state, (*batch_shape, num_tracks, self.width))
+
+    reset = jnp.arange(num_frames)[:, None] == query_frame[..., None, :]  # [*b, T, m]
+    state, corrected = _ScannedStep(
+        width=self.width,
+        num_layers=self.num_layers,
+        num_heads=self.num_heads,
+        qkv_size=self.qkv_size,
+        mlp_size=self.mlp_size,
+        name='step',
+    )(
+        state,
+        (
+            einops.rearrange(features, '... t n d -> t ... n d'),
+            einops.rearrange(reset, '... t m -> t ... m'),
+        ),
+        embedded,
+    )
+    corrected = einops.rearrange(corrected, 't ... m w -> ... t m w')
+    values = MlpBlock(self.width, value_size, name='value_head')(corrected)
+    logits = None
+    if logit_size:
+      logits = MlpBlock(self.width, logit_size, name='logit_head')(corrected)
+    return values, logits, state
+
+
+class PointReadout(_RecurrentReadout):
+  """Point tracking head: one recurrent state per query track (MOVi config).
+
+  Returns a dict with
+    'position': [*b, N, T, 2] normalised (x, y) in [0, 1] (sigmoid);
+    'visibility_logit', 'certainty_logit': [*b, N, T];
+    'visible': [*b, N, T] bool, σ(vis)·σ(cert) > 0.5;
+    'readout_state': [*b, N, width], to pass to the next chunk.
+  """
+
+  def __call__(
+      self,
+      moog_outputs: Mapping[str, jax.Array],
+      query_xy: jax.Array,
+      query_frame: jax.Array,
+      readout_state: jax.Array | None = None,
+  ) -> dict[str, jax.Array]:
+    """Tracks the query points through the frames of `moog_outputs`.
+
+    Args:
+      moog_outputs: MooG outputs, states [*b, T, n, d].
+      query_xy: [*b, N, 2] normalised (x, y) query positions in [0, 1].
+      query_frame: [*b, N] int query frame relative to this chunk (`t - chunk_start`).
+      readout_state: optional state returned by the previous chunk.
+
+    Returns:
+      The dict described in the class docstring.
+    """
+    values, logits, state = self.rollout(
+        moog_outputs, query_xy, query_frame, readout_state, value_size=2, logit_size=2
+    )
+    values = einops.rearrange(values, '... t n c -> ... n t c')
+    logits = einops.rearrange(logits, '... t n c -> ... n t c')
+    return {
+        'position': jax.nn.sigmoid(values),
+        'visibility_logit': logits[..., 0],
+        'certainty_logit': logits[..., 1],
+        'visible': visible_from_logits(logits[..., 0], logits[..., 1]),
+        'readout_state': state,
+    }
+
+
+class BoxReadout(_RecurrentReadout):
+  """Box tracking head conditioned on each object's box on the query frame.
+
+  Returns a dict with
+    'boxes': [*b, T, K, 4] normalised [ymin, xmin, ymax, xmax] (sigmoid; a side may come
+      out inverted early in training, which the IoU metric scores as zero area);
+    'readout_state': [*b, K, width].
+  """
+
+  def __call__(
+      self,
+      moog_outputs: Mapping[str, jax.Array],
+      query_boxes: jax.Array,
+      query_frame: jax.Array | int = 0,
+      readout_state: jax.Array | None = None,
+  ) -> dict[str, jax.Array]:
+    """Tracks the query boxes through the frames of `moog_outputs`.
+
+    Args:
+      moog_outputs: MooG outputs, states [*b, T, n, d].
+      query_boxes: [*b, K, 4] normalised boxes on the query frame (frame 0 in MooG).
+      query_frame: int or [*b, K] query frame relative to this chunk.
+      readout_state: optional state returned by the previous chunk.
+
+    Returns:
+      The dict described in the class docstring.
+    """
+    query_frame = jnp.broadcast_to(jnp.asarray(query_frame, jnp.int32), query_boxes.shape[:-1])
+    values, _, state = self.rollout(
+        moog_outputs, query_boxes, query_frame, readout_state, value_size=4, logit_size=0
+    )
+    return {'boxes': jax.nn.sigmoid(values), 'readout_state': state}
+
+
+def visible_from_logits(
+    visibility_logit: jax.Array, certainty_logit: jax.Array, threshold: float = 0.5
+) -> jax.Array:
+  """MooG heads: visible iff σ(visibility) · σ(certainty) > threshold."""
+  return jax.nn.sigmoid(visibility_logit) * jax.nn.sigmoid(certainty_logit) > threshold
+
+
+# ----------------------------------------------------------------------------------------
+# Dense readout (depth).
+# ----------------------------------------------------------------------------------------
+
+
+class DenseReadout(nn.Module):
+  """Per-frame cross-attention decoder queried at pixel coordinates (MOVi depth head).
+
+  Queries are zeros(d) ‖ Fourier(coords) (d = feature width, 512 + 64 = 576 in the MOVi
+  config); the transformer keeps the query width. Each pixel attends to the frame's
+  features only, so decoding a pixel subset (training lattice) or the full ground-truth
+  resolution (evaluation) gives the same value per pixel. Memory grows with
+  T·h·w·tokens: decode large frames in pixel or time slices.
+
+  Attributes:
+    output_size: channels per pixel (1 for depth).
+    num_layers, num_heads, qkv_size, mlp_size: transformer sizes (3, 8, 512, 2048).
+    num_fourier_bases: Fourier bases of the pixel coordinates (16).
+    features: which MooG states to read: 'predicted', 'corrected' or 'concat'.
+    finetune: if False, no gradient flows into the MooG features.
+  """
+
+  output_size: int = 1
+  num_layers: int = 3
+  num_heads: int = 8
+  qkv_size: int = 512
+  mlp_size: int = 2048
+  num_fourier_bases: int = 16
+  features: FeatureChoice = 'concat'
+  finetune: bool = False
+
+  @nn.compact
+  def __call__(self, moog_outputs: Mapping[str, jax.Array], coords: jax.Array) -> jax.Array:
+    """Decodes every frame at the given pixel coordinates.
+
+    Args:
+      moog_outputs: MooG outputs, states [*b, T, n, d].
+      coords: (y, x) pixel coordinates in [-1, 1] (see `pixel_coordinates`), [h, w, 2]
+        shared by all frames or [*b, T, h, w, 2] per frame (e.g. a subsampling lattice).
+
+    Returns:
+      [*b, T, h, w, output_size] values (log depth for `depth_loss`).
+    """
+    features = select_features(moog_outputs, self.features)
+    if not self.finetune:
+      features = jax.lax.stop_gradient(features)
+    frame_shape = features.shape[:-2]
+    coords = jnp.broadcast_to(coords, frame_shape + coords.shape[-3:])
+    height, width = coords.shape[-3:-1]
+    queries = jnp.concatenate(
+        [
+            jnp.zeros(coords.shape[:-1] + features.shape[-1:], features.dtype),
+            fourier_features(coords, self.num_fourier_bases),
+        ],
+        axis=-1,
+    )
+    queries = einops.rearrange(queries, '... h w c -> ... (h w) c')
+    decoded = CrossAttentionTransformer(
+        num_layers=self.num_layers,
+        num_heads=self.num_heads,
+        qkv_size=self.qkv_size,
+        mlp_size=self.mlp_size,
+        name='transformer',
+    )(queries, features)
+    values = nn.Dense(self.output_size, name='output_head')(decoded)
+    return einops.rearrange(values, '... (h w) c -> ... h w c', h=height, w=width)
+
+
+def log_depth_to_depth(log_depth: jax.Array) -> jax.Array:
+  """Inverts the depth training target: the DenseReadout predicts log(metric depth)."""
+  return jnp.exp(log_depth)
+
+
+# ----------------------------------------------------------------------------------------
+# Coordinate conversions.
+# ----------------------------------------------------------------------------------------
+
+
+def normalise_query_points(
+    query_points: jax.Array, image_size: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
+  """Batch-contract queries (t, y, x) pixels -> (normalised (x, y), query frame).
+
+  Args:
+    query_points: [*b, N, 3] (t, y, x); y, x raster pixels of an image_size frame.
+    image_size: (height, width).
+
+  Returns:
+    (query_xy [*b, N, 2] in [0, 1], query_frame [*b, N] int32 = round(t)).
+  """
+  height, width = image_size
+  query_xy = query_points[..., ::-1][..., :2] / jnp.asarray([width, height], jnp.float32)
+  return query_xy, jnp.round(query_points[..., 0]).astype(jnp.int32)
+
+
+def positions_to_pixels(position: jax.Array, image_size: tuple[int, int]) -> jax.Array:
+  """Normalised (x, y) -> (x, y) raster pixels of an image_size (height, width) frame."""
+  height, width = image_size
+  return position * jnp.asarray([width, height], position.dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Losses.
+# ----------------------------------------------------------------------------------------
+
+
+def _masked_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
+  """Mean of `values` over entries with weight > 0; 0 when there are none."""
+  weight = jnp.broadcast_to(weight, values.shape).astype(jnp.float32)
+  total = jnp.sum(jnp.where(weight > 0, values * weight, 0.0))
+  return total / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def _example_weight(mask: jax.Array | None, batch_shape: tuple[int, ...]) -> jax.Array:
+  if mask is None:
+    return jnp.ones(batch_shape, bool)
+  chex.assert_shape(mask, batch_shape)
+  return mask.astype(bool)
+
+
+def huber_distance_loss(pred: jax.Array, target: jax.Array, delta: float) -> jax.Array:
+  """TAPIR Huber loss on the Euclidean distance of [..., 2] points, shape [...]."""
+  sq_dist = jnp.sum(jnp.square(pred - target), axis=-1)
+  # The epsilon keeps the gradient of sqrt finite at zero distance.
+  dist = jnp.sqrt(sq_dist + 1e-12)
+  return jnp.where(dist < delta, 0.5 * sq_dist, delta * (dist - 0.5 * delta))
+
+
+def point_tracking_loss(
+    outputs: Mapping[str, jax.Array],
+    target_points: jax.Array,
+    occluded: jax.Array,
+    query_frame: jax.Array,
+    *,
+    image_size: tuple[int, int],
+    tracks_valid: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    huber_delta: float = 4.0,
+    certainty_threshold: float = 6.0,
+    position_weight: float = 0.05,
+    visibility_weight: float = 1.0,
+    certainty_weight: float = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Position Huber + visibility BCE + certainty BCE (see the module docstring).
+
+  Args:
+    outputs: `PointReadout` outputs ('position' [B, N, T, 2] normalised (x, y),
+      'visibility_logit', 'certainty_logit' [B, N, T]).
+    target_points: [B, N, T, 2] ground-truth (x, y) raster pixels at image_size.
+    occluded: [B, N, T] bool ground-truth occlusion.
+    query_frame: [B, N] int query frame relative to the chunk.
+    image_size: (height, width) of the raster of `target_points`.
+    tracks_valid: optional [B, N] bool; False marks padding tracks.
+    mask: optional [B] bool example mask.
+    huber_delta: Huber threshold in pixels of the 256 x 256 loss raster.
+    certainty_threshold: error (256-raster pixels) below which a prediction counts as
+      certain.
+    position_weight, visibility_weight, certainty_weight: term weights.
+
+  Returns:
+    (total loss, {'position', 'visibility', 'certainty'} unweighted terms).
+  """
+  batch_shape = occluded.shape[:-2]
+  num_tracks, num_frames = occluded.shape[-2:]
+  chex.assert_shape(target_points, (*batch_shape, num_tracks, num_frames, 2))
+  chex.assert_shape(outputs['position'], (*batch_shape, num_tracks, num_frames, 2))
+  track_ok = _example_weight(mask, batch_shape)[..., None]
+  if tracks_valid is not None:
+    track_ok = track_ok & tracks_valid.astype(bool)
+  supervised = (jnp.arange(num_frames) >= query_frame[..., None]) & track_ok[..., None]
+  visible = ~occluded.astype(bool)
+
+  height, width = image_size
+  loss_h, loss_w = LOSS_RESOLUTION
+  pred_px = outputs['position'] * jnp.asarray([loss_w, loss_h], jnp.float32)
+  target_px = metrics_lib.convert_grid_coordinates(
+      target_points, (width, height), (loss_w, loss_h)
+  )
+  # Padding may hold garbage targets; zero them so no NaN reaches a masked sum.
+  target_px = jnp.where((supervised & visible)[..., None], target_px, 0.0)
+
+  position = _masked_mean(
+      huber_distance_loss(pred_px, target_px, huber_delta), supervised & visible
+  )
+  visibility = _masked_mean(
+      _sigmoid_bce(outputs['visibility_logit'], visible.astype(jnp.float32)), supervised
+  )
+  error = jnp.sqrt(jnp.sum(jnp.square(jax.lax.stop_gradient(pred_px) - target_px), axis=-1))
+  certainty = _masked_mean(
+      _sigmoid_bce(outputs['certainty_logit'], (error < certainty_threshold).astype(jnp.float32)),
+      supervised & visible,
+  )
+  total = (
+      position_weight * position + visibility_weight * visibility + certainty_weight * certainty
+  )
+  return total, {'position': position, 'visibility': visibility, 'certainty': certainty}
+
+
+def _sigmoid_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Numerically stable sigmoid binary cross-entropy, elementwise."""
+  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def depth_loss(
+    pred_log_depth: jax.Array,
+    gt_depth: jax.Array,
+    *,
+    valid: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    min_depth: float = 1e-3,
+) -> jax.Array:
+  """MSE between predicted log depth and log(metric depth) over valid pixels.
+
+  Args:
+    pred_log_depth: [B, ...] DenseReadout output, same shape as `gt_depth`.
+    gt_depth: [B, ...] metric depth (e.g. [B, T, h, w, 1], subsampled like the queries).
+    valid: optional bool mask broadcastable to `gt_depth`.
+    mask: optional [B] bool example mask.
+    min_depth: ground truth at or below this (or non-finite) is not supervised.
+
+  Returns:
+    Scalar loss.
+  """
+  chex.assert_equal_shape([pred_log_depth, gt_depth])
+  batch_size = gt_depth.shape[0]
+  is_valid = jnp.isfinite(gt_depth) & (gt_depth > min_depth)
+  examples = _example_weight(mask, (batch_size,))
+  is_valid &= examples.reshape((batch_size,) + (1,) * (gt_depth.ndim - 1))
+  if valid is not None:
+    is_valid &= jnp.broadcast_to(valid.astype(bool), gt_depth.shape)
+  log_target = jnp.log(jnp.where(is_valid, gt_depth, 1.0))
+  return _masked_mean(jnp.square(pred_log_depth - log_target), is_valid)
+
+
+def box_tracking_loss(
+    pred_boxes: jax.Array,
+    gt_boxes: jax.Array,
+    boxes_valid: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    query_frame: int = 0,
+    iou_weight: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L1 over the 4 coordinates (+ iou_weight · (1 − IoU)) on valid frames ≥ query frame.
+
+  Args:
+    pred_boxes: [B, T, K, 4] `BoxReadout` boxes.
+    gt_boxes: [B, T, K, 4] ground-truth normalised boxes.
+    boxes_valid: [B, T, K] bool.
+    mask: optional [B] bool example mask.
+    query_frame: conditioning frame; earlier frames are not supervised.
+    iou_weight: weight of the 1 − IoU term.
+
+  Returns:
+    (total loss, {'l1', 'iou'} unweighted terms; 'iou' is 1 − IoU).
+  """
+  chex.assert_equal_shape([pred_boxes, gt_boxes])
+  batch_size, num_frames = boxes_valid.shape[:2]
+  supervised = (
+      boxes_valid.astype(bool)
+      & (jnp.arange(num_frames) >= query_frame)[None, :, None]
+      & _example_weight(mask, (batch_size,))[:, None, None]
+  )
+  gt_boxes = jnp.where(supervised[..., None], gt_boxes, 0.0)
+  l1 = _masked_mean(jnp.sum(jnp.abs(pred_boxes - gt_boxes), axis=-1), supervised)
+  iou, _ = metrics_lib.box_iou(pred_boxes, gt_boxes)
+  one_minus_iou = _masked_mean(1.0 - iou, supervised)
+  return l1 + iou_weight * one_minus_iou, {'l1': l1, 'iou': one_minus_iou}
+
+
+# ----------------------------------------------------------------------------------------
+# Host-side validation.
+# ----------------------------------------------------------------------------------------
+
+
+def validate_readout_batch(
+    batch: Mapping[str, np.ndarray], image_size: tuple[int, int] | None = None
+) -> None:
+  """Raises ValueError on readout inputs that would silently corrupt training or eval.
+
+  Checks, on the real (`_mask`) examples and valid (`tracks_valid`) tracks only: query
+  frames inside the clip, query points inside the frame, finite targets, at least one
+  visible frame per track; boxes finite, inside [0, 1] and not inverted where valid.
+
+  Args:
+    batch: host-side numpy batch following docs/design.md.
+    image_size: (height, width); taken from `video` or `depth` when omitted.
+  """
+  examples = np.asarray(batch.get('_mask', True), bool)
+  if 'query_points' in batch:
+    _validate_points(batch, examples, image_size or _image_size(batch))
+  if 'boxes' in batch:
+    boxes = np.asarray(batch['boxes'])
+    valid = np.asarray(batch['boxes_valid'], bool) & _expand(examples, boxes.ndim - 2)
+    chosen = boxes[valid]
+    if not np.all(np.isfinite(chosen)):
+      raise ValueError('boxes: non-finite values in valid boxes.')
+    if np.any((chosen < 0) | (chosen > 1)):
+      raise ValueError('boxes: valid boxes must be normalised to [0, 1].')
+    if np.any(chosen[:, 0] > chosen[:, 2]) or np.any(chosen[:, 1] > chosen[:, 3]):
+      raise ValueError('boxes: valid boxes need ymin <= ymax and xmin <= xmax.')
+
+
+def _image_size(batch: Mapping[str, np.ndarray]) -> tuple[int, int]:
+  for key in ('video', 'depth'):
+    if key in batch:
+      return tuple(np.shape(batch[key])[-3:-1])
+  raise ValueError('validate_readout_batch needs image_size when the batch has no video.')
+
+
+def _expand(examples: np.ndarray, num_trailing: int) -> np.ndarray:
+  return np.reshape(examples, np.shape(examples) + (1,) * num_trailing)
+
+
+def _validate_points(
+    batch: Mapping[str, np.ndarray], examples: np.ndarray, image_size: tuple[int, int]
+) -> None:
+  query_points = np.asarray(batch['query_points'])
+  occluded = np.asarray(batch['occluded'], bool)
+  target_points = np.asarray(batch['target_points'])
+  valid = np.asarray(batch.get('tracks_valid', True), bool) & _expand(examples, 1)
+  valid = np.broadcast_to(valid, query_points.shape[:-1])
+  num_frames = occluded.shape[-1]
+  height, width = image_size
+
+  queries = query_points[valid]
+  if not np.all(np.isfinite(queries)):
+    raise ValueError('query_points: non-finite values in valid tracks.')
+  query_frame = np.round(queries[:, 0])
+  if np.any((query_frame < 0) | (query_frame >= num_frames)):
+    raise ValueError(f'query_points: query frame outside the clip [0, {num_frames}).')
+  if np.any((queries[:, 1] < 0) | (queries[:, 1] > height)):
+    raise ValueError(f'query_points: y outside the frame [0, {height}].')
+  if np.any((queries[:, 2] < 0) | (queries[:, 2] > width)):
+    raise ValueError(f'query_points: x outside the frame [0, {width}].')
+  if not np.all(np.isfinite(target_points[valid][~occluded[valid]])):
+    raise ValueError('target_points: non-finite values on visible frames of valid tracks.')
+  if np.any(np.all(occluded[valid], axis=-1)):
+    raise ValueError(
+        'occluded: a valid track is never visible; mark it tracks_valid=False instead.'
+    )
