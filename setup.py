@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "importlib_resources==7.1.0",
     "jax==0.10.2",
     "jaxlib==0.10.2",
+    "jaxtyping==0.3.11",
     "ml-collections==1.1.0",
     "numpy==2.4.6",
     "optax==0.2.8",

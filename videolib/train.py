@@ -169,7 +169,11 @@ def make_train_step(
   return train_step
 
 
-def _abstract_state(task: Task, tx, spec, rng) -> PyTree:
+def abstract_train_state(
+    task: Task, tx: optax.GradientTransformation, spec: dict, rng: jax.Array
+) -> tuple[Callable[[jax.Array], PyTree], PyTree]:
+  """Returns `(init_state, abstract_state)`: the init function and its output shapes."""
+
   def init_state(rng):
     params = task.init(rng, spec)
     return dict(
@@ -199,7 +203,7 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   task.validate_config(config)
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
-  _, abstract_state = _abstract_state(task, tx, spec, jax.random.key(0))
+  _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(0))
   train_step = make_train_step(task, tx, schedule, config)
   compiled = jax.jit(train_step).lower(abstract_state, spec).compile()
   cost = compiled.cost_analysis()
@@ -256,7 +260,7 @@ def train_and_evaluate(
 
   # ---- Shapes first: the abstract state decides the shardings ------------------------------
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
-  init_state, abstract_state = _abstract_state(task, tx, spec, jax.random.key(config.seed))
+  init_state, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(config.seed))
   state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
   parameter_counts = count_params_per_part(abstract_state["params"])
   logging.info("Parameters per part: %s", parameter_counts)
@@ -275,10 +279,12 @@ def train_and_evaluate(
   else:
     state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
     if config.init_from:
-      abstract_params = sharding.with_shardings(
-          abstract_state["params"], state_sharding["params"]
+      # `init_from_prefixes` (optional field) loads only those top-level subtrees, e.g. a
+      # pretrained backbone under a fresh classifier head; the rest keeps its init.
+      state["params"] = checkpoint.load_params(
+          config.init_from, state["params"], config,
+          prefixes=tuple(config.get("init_from_prefixes", ())),
       )
-      state["params"] = checkpoint.load_params(config.init_from, abstract_params, config)
       logging.info("Initialised parameters from %s.", config.init_from)
 
   # ---- Jitted steps ---------------------------------------------------------------------------
@@ -384,7 +390,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
   sharding.check_batch_divisible(config.eval_batch_size, mesh)
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
   tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
-  _, abstract_state = _abstract_state(task, tx, spec, jax.random.key(config.seed))
+  _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(config.seed))
   state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
   checkpointer = checkpoint.Checkpointer(
       os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep

@@ -1,0 +1,118 @@
+r"""MooG training-step speed as a fraction of this machine's dense-matmul peak.
+
+Measures, in one run on the same machine:
+1. the dense float32 matmul peak (FLOP/s of a large jitted `a @ b`);
+2. for each requested config: XLA's FLOPs of one training step (cost analysis of the
+   compiled step; forward + backward + optimizer) and its median wall time on synthetic
+   input of the config's shapes; utilisation = (FLOPs / time) / peak;
+3. the input pipeline's batches/s for the same config, next to the train step's steps/s
+   (the pipeline must be >= 5x faster).
+
+  python benchmarks/moog_train_speed.py --config=configs/moog_tiny.py
+  python benchmarks/moog_train_speed.py --config=configs/moog_movi.py \
+      --config.batch_size=1 --config.data.resolution=128 --steps=3
+
+Prints one JSON object; `docs/results.md` quotes it with the machine it ran on.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from moog import task as moog_task
+from videolib import optim
+from videolib import train
+from videolib.data import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "MooG config file.", lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps (after one warm-up step).")
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 50,
+                                         "Batches timed for the pipeline (0 = skip).")
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+  """FLOP/s of a square float32 matmul, best of `repeats` (2 n^3 FLOPs per call)."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * size**3 / min(times)
+
+
+def train_step_speed(config, steps: int) -> dict:
+  task = moog_task.MooGTask(config)
+  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  init_state, abstract_state = train.abstract_train_state(task, tx, spec, jax.random.key(0))
+  step_fn = jax.jit(train.make_train_step(task, tx, schedule, config), donate_argnums=(0,))
+  compiled = step_fn.lower(abstract_state, spec).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost["flops"])
+  state = jax.jit(init_state)(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
+  return dict(train_step_flops=flops, train_step_seconds=seconds,
+              params=train.count_params_per_part(abstract_state["params"])["total"])
+
+
+def pipeline_speed(config, batches: int) -> float:
+  iterator = pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
+                                          seed=0)
+  next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batches / (time.perf_counter() - start)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  peak = matmul_peak_flops()
+  result = dict(
+      config=os.path.basename(flags.FLAGS["config"].value),
+      machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+      backend=jax.default_backend(),
+      batch_size=config.batch_size,
+      resolution=config.data.resolution,
+      num_frames=config.data.num_frames,
+      matmul_peak_gflops=peak / 1e9,
+  )
+  result.update(train_step_speed(config, _STEPS.value))
+  achieved = result["train_step_flops"] / result["train_step_seconds"]
+  result.update(achieved_gflops=achieved / 1e9, fraction_of_matmul_peak=achieved / peak,
+                train_steps_per_second=1 / result["train_step_seconds"])
+  if _PIPELINE_BATCHES.value:
+    batches_per_second = pipeline_speed(config, _PIPELINE_BATCHES.value)
+    result.update(pipeline_batches_per_second=batches_per_second,
+                  pipeline_over_train_ratio=batches_per_second * result["train_step_seconds"])
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)

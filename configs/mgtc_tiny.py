@@ -1,0 +1,109 @@
+r"""Tiny ViT on the synthetic motion-class data: VideoMAE pretraining and MGTC fine-tuning.
+
+Run (2 CPU cores):
+  python -m mgtc.main --config=configs/mgtc_tiny.py:mode=pretrain --workdir=/tmp/mgtc_pre
+  python -m mgtc.main --config=configs/mgtc_tiny.py:frames=16,method=mgtc,ratio=0.5 \
+      --workdir=/tmp/mgtc_ft --config.init_from=/tmp/mgtc_pre
+
+The arg is `key=value` pairs separated by commas (all optional):
+  mode     'finetune' (default) | 'pretrain';
+  frames   8 (default; 'synthetic_movi/32x32_8f_...') | 16 (the same time span at 2x the
+           frame rate, 'synthetic_movi/32x32_16f_2x_...');
+  method   token rule of `masking.METHODS` (default 'none' = all tokens);
+  ratio    drop ratio r in [0, 1) (default 0.25);
+  apply_at 'both' (default) | 'train' | 'test'.
+
+Model: ViT 4 blocks x 128 wide, 4 heads, patch 8, tubelet 2 on 32 x 32 frames, so 4 x 4
+tokens per slice: 64 tokens at 8 frames, 128 at 16. Data: 2,000 training and 1,000
+validation videos, 8 motion classes (docs/data.md). Fine-tuning starts from a pretraining
+run's `patch_embed` and `encoder` when `config.init_from` is set.
+
+Measured numbers (commands, top-1, GFLOPs per view, clips/s) are in docs/mgtc_results.md;
+`benchmarks/mgtc_experiments.py` reruns the whole table.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from mgtc import masking
+from mgtc import vit
+from videolib import optim
+from videolib import sharding
+from videolib.data import pipeline
+from videolib.data import synthetic
+
+_DATASETS = {
+    8: synthetic.config_name(32, 8, num_train=2000, num_validation=1000),
+    16: synthetic.config_name(32, 16, frame_rate=2, num_train=2000, num_validation=1000),
+}
+_DEFAULTS = dict(mode="finetune", frames="8", method="none", ratio="0.25", apply_at="both")
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """'mode=pretrain,frames=16' -> the defaults updated with those values."""
+  values = dict(_DEFAULTS)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep or key not in _DEFAULTS:
+      raise ValueError(f"Config arg {item!r}: expected key=value with key in "
+                       f"{sorted(_DEFAULTS)}.")
+    values[key] = value
+  return values
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  values = parse_arg(arg)
+  frames = int(values["frames"])
+  if frames not in _DATASETS:
+    raise ValueError(f"Config arg frames={frames}: choose from {sorted(_DATASETS)}.")
+  pretrain = values["mode"] == "pretrain"
+
+  config = ml_collections.ConfigDict()
+  config.mode = values["mode"]
+  config.seed = 0
+  config.num_train_steps = 1500 if pretrain else 1000
+  config.batch_size = 32
+  config.eval_batch_size = 200
+  config.log_every_steps = 50
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.checkpoint_max_to_keep = 1
+  config.init_from = ""
+  # Fine-tuning loads only the backbone of a pretraining run; the head starts fresh.
+  config.init_from_prefixes = ("patch_embed", "encoder")
+  config.nan_policy = "stop"
+  config.num_summary_videos = 4
+  config.label_smoothing = 0.1
+  config.eval_clips = 1  # The clip is the whole video; there is nothing to slide over.
+  config.normalize_targets = True  # Pretraining: VideoMAE's per-tubelet norm_pix target.
+
+  config.data = pipeline.default_data_config()
+  config.data.name = "synthetic_movi/" + _DATASETS[frames]
+  # None = ~/tensorflow_datasets; a placeholder so `--config.data.data_dir=DIR` works.
+  config.data.data_dir = config_dict.placeholder(str)
+  config.data.num_frames = frames
+  config.data.resolution = 32
+  # The label is the main object's motion; a crop can cut it out of view.
+  config.data.random_crop = False
+  config.data.features = ("video",) if pretrain else ("video", "label")
+
+  config.model = vit.vit_tiny_config()
+  config.model.num_frames = frames
+  config.model.num_classes = 8
+  config.model.drop_path_rate = 0.0 if pretrain else 0.1
+  config.model.mask_ratio = 0.75  # 12 of 16 tubelets per slice masked in pretraining.
+
+  config.selection = masking.token_drop_config()
+  config.selection.method = values["method"]
+  config.selection.drop_ratio = float(values["ratio"])
+  config.selection.apply_at = values["apply_at"]
+
+  config.optimizer = optim.default_optimizer_config()
+  config.optimizer.peak_lr = 1e-3
+  config.optimizer.end_lr = 1e-6
+  config.optimizer.warmup_steps = 100
+  config.optimizer.b2 = 0.999
+  config.optimizer.weight_decay = 0.05
+
+  config.mesh = sharding.default_mesh_config()
+  return config

@@ -1,0 +1,61 @@
+r"""Tiny MooG on the built-in synthetic data: the quick start, trains on 2 CPU cores.
+
+Run:
+  python -m moog.main --config=configs/moog_tiny.py --workdir=/tmp/moog_tiny
+
+Same model family as `moog_movi.py` (same blocks, recurrence, loss, optimizer), scaled
+down: 32x32 frames, 8-frame windows, 64 tokens x 64, one-layer predictor and corrector,
+two-layer decoder. Expected numbers are in `docs/results.md` (measured, with commands).
+"""
+
+import ml_collections
+
+from moog import model
+from videolib import optim
+from videolib import sharding
+from videolib.data import pipeline
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_train_steps = 3000
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 500
+  config.checkpoint_max_to_keep = 3
+  config.init_from = ""
+  config.nan_policy = "stop"
+  config.num_summary_videos = 4
+
+  config.data = pipeline.default_data_config()
+  config.data.name = "synthetic_movi/32x32_24f"
+  config.data.num_frames = 8
+  config.data.frame_stride = 1
+  config.data.resolution = 32
+  config.data.random_crop = False
+  config.data.features = ("video",)
+  config.data.num_eval_examples = 64
+
+  config.model = model.tiny_model_config()
+  config.model.num_tokens = 64
+  config.model.token_dim = 64
+  config.model.encoder_channels = (32, 64)
+  config.model.encoder_strides = (2, 2)
+  config.model.encoder_fourier_bases = 8
+  config.model.decoder_fourier_bases = 8
+  config.model.predictor = dict(num_layers=1, num_heads=4, qkv_size=64, mlp_dim=256)
+  config.model.corrector = dict(num_layers=1, num_heads=4, qkv_size=64, mlp_dim=256)
+  config.model.decoder = dict(num_layers=2, num_heads=4, qkv_size=64, mlp_dim=256)
+  config.model.subsample_factor_train = 4
+  config.model.subsample_factor_eval = 2
+
+  config.optimizer = optim.default_optimizer_config()
+  config.optimizer.peak_lr = 1e-3
+  config.optimizer.warmup_steps = 200
+
+  config.mesh = sharding.default_mesh_config()
+  return config

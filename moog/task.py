@@ -1,0 +1,102 @@
+"""MooG's contribution to the shared trainer: init, loss, evaluation and summaries.
+
+Evaluation reports, over the eval split (padding examples excluded by `_mask`):
+- `loss`: the training objective at the eval lattice (factor `subsample_factor_eval`,
+  offset 0);
+- `psnr`: next-frame PSNR per image, averaged over every frame (frame 0 is predicted from
+  the random initial state, so it drags this number down);
+- `psnr_frames_1plus` and `psnr_repeat_previous_frame`: PSNR over frames 1..T-1 of the
+  model's prediction and of the trivial "the next frame equals this frame" predictor, on
+  the same pixels. The model must beat the latter to have learned anything about motion.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from moog import model as moog_model
+
+
+def _masked_sum(values: jax.Array, example_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Sum and count over valid examples; `values` is `[B, ...]`."""
+  weights = jnp.broadcast_to(
+      example_mask.reshape(example_mask.shape + (1,) * (values.ndim - 1)), values.shape
+  ).astype(values.dtype)
+  return jnp.sum(values * weights), jnp.sum(weights)
+
+
+class MooGTask:
+  """Next-frame prediction with MooG (see `moog/model.py`)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.model = moog_model.build_moog(config.model)
+    self.num_summary_videos = config.get("num_summary_videos", 4)
+
+  def validate_config(self, config: ml_collections.ConfigDict) -> None:
+    moog_model.validate_model_config(config.model)
+    if "video" not in config.data.features:
+      raise ValueError(f"config.data.features={config.data.features} must include 'video'.")
+    if config.data.num_frames < 2:
+      raise ValueError(
+          f"config.data.num_frames={config.data.num_frames}: MooG needs at least 2 frames."
+      )
+    stride = int(np.prod(config.model.encoder_strides))
+    for field in ("subsample_factor_train", "subsample_factor_eval"):
+      factor = config.model[field]
+      if config.data.resolution % factor:
+        raise ValueError(
+            f"config.data.resolution={config.data.resolution} is not divisible by "
+            f"config.model.{field}={factor}."
+        )
+    if config.data.resolution % stride:
+      raise ValueError(
+          f"config.data.resolution={config.data.resolution} is not divisible by the encoder "
+          f"stride {stride} (config.model.encoder_strides={tuple(config.model.encoder_strides)})."
+      )
+
+  def init(self, rng: jax.Array, batch: dict) -> dict:
+    params_rng, default_rng = jax.random.split(rng)
+    video = jnp.zeros(batch["video"].shape, batch["video"].dtype)
+    variables = self.model.init({"params": params_rng, "default": default_rng}, video,
+                                train=True)
+    return variables["params"]
+
+  def loss_fn(self, params, batch, rng):
+    outputs = self.model.apply({"params": params}, batch["video"], train=True,
+                               rngs={"default": rng})
+    loss = moog_model.l2_loss(outputs)
+    return loss, {"psnr": moog_model.psnr(outputs["video_predicted"],
+                                          outputs["subsampled_targets"])}
+
+  def eval_fn(self, params, batch, rng):
+    outputs = self.model.apply({"params": params}, batch["video"], train=False,
+                               rngs={"default": rng})
+    predicted, targets = outputs["video_predicted"], outputs["subsampled_targets"]
+    mask = batch["_mask"]
+    squared_error = jnp.mean(jnp.square(predicted - targets), axis=(1, 2, 3, 4))
+    psnr = moog_model.psnr_per_image(predicted, targets)
+    # At eval the lattice phase is 0 for every frame, so targets[t - 1] sits on the same
+    # pixels as targets[t]: the repeat-previous-frame prediction.
+    repeat_psnr = moog_model.psnr_per_image(targets[:, :-1], targets[:, 1:])
+    return {
+        "loss": _masked_sum(squared_error, mask),
+        "psnr": _masked_sum(psnr, mask),
+        "psnr_frames_1plus": _masked_sum(psnr[:, 1:], mask),
+        "psnr_repeat_previous_frame": _masked_sum(repeat_psnr, mask),
+    }
+
+  def summaries(self, params, batch, rng):
+    """Real frames above full-resolution next-frame predictions, for a few examples."""
+    video = batch["video"][: self.num_summary_videos]
+    height, width = video.shape[-3:-1]
+
+    def predict_frames(params, video):
+      outputs = self.model.apply({"params": params}, video, train=False,
+                                 rngs={"default": rng})
+      return self.model.apply({"params": params}, outputs["states_predicted"], height, width,
+                              method=self.model.decode_frame)
+
+    predicted = predict_frames(params, video)
+    strip = jnp.concatenate([video, jnp.clip(predicted, 0.0, 1.0)], axis=-3)
+    return {"next_frame_prediction": jnp.round(strip * 255).astype(jnp.uint8)}
