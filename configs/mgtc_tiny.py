@@ -18,12 +18,14 @@ tokens per slice: 64 tokens at 8 frames, 128 at 16. Data: 2,000 training and 1,0
 validation videos, 8 motion classes (docs/data.md). Fine-tuning starts from a pretraining
 run's `patch_embed` and `encoder` when `config.init_from` is set.
 
-Measured numbers (commands, top-1, GFLOPs per view, clips/s) are in docs/mgtc_results.md;
-`benchmarks/mgtc_experiments.py` reruns the whole table.
+Measured (2 shared CPU cores, load average 10-18): 100 fine-tuning steps take ~90 s wall at
+8 frames and ~140 s at 16 (compile and the 1,000-clip eval included); 0.058 / 0.124
+GFLOPs per view at 8 / 16 frames. Within budgets of 100-600 steps from scratch top-1 stays
+near chance (12.5%); see docs/mgtc_results.md, which `benchmarks/mgtc_experiments.py`
+reruns.
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from mgtc import masking
 from mgtc import vit
@@ -36,17 +38,18 @@ _DATASETS = {
     8: synthetic.config_name(32, 8, num_train=2000, num_validation=1000),
     16: synthetic.config_name(32, 16, frame_rate=2, num_train=2000, num_validation=1000),
 }
-_DEFAULTS = dict(mode="finetune", frames="8", method="none", ratio="0.25", apply_at="both")
+DEFAULT_ARGS = dict(mode="finetune", frames="8", method="none", ratio="0.25",
+                    apply_at="both")
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """'mode=pretrain,frames=16' -> the defaults updated with those values."""
-  values = dict(_DEFAULTS)
+def parse_arg(arg: str | None, defaults: dict[str, str] | None = None) -> dict[str, str]:
+  """'mode=pretrain,frames=16' -> `defaults` (DEFAULT_ARGS) updated with those values."""
+  values = dict(DEFAULT_ARGS if defaults is None else defaults)
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
-    if not sep or key not in _DEFAULTS:
+    if not sep or key not in values:
       raise ValueError(f"Config arg {item!r}: expected key=value with key in "
-                       f"{sorted(_DEFAULTS)}.")
+                       f"{sorted(values)}.")
     values[key] = value
   return values
 
@@ -79,8 +82,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.data = pipeline.default_data_config()
   config.data.name = "synthetic_movi/" + _DATASETS[frames]
-  # None = ~/tensorflow_datasets; a placeholder so `--config.data.data_dir=DIR` works.
-  config.data.data_dir = config_dict.placeholder(str)
   config.data.num_frames = frames
   config.data.resolution = 32
   # The label is the main object's motion; a crop can cut it out of view.

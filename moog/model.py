@@ -35,6 +35,8 @@ import ml_collections
 from moog import modules
 
 STATE_NORM_EPSILON = 1e-4
+# `config.model.compute_dtype` -> the Flax modules' `dtype`; parameters stay float32.
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 class MooG(nn.Module):
@@ -54,6 +56,9 @@ class MooG(nn.Module):
   * All frames are encoded before the scan, in one batched call (no temporal mixing).
   * Attention weights sown into 'intermediates' (apply with
     `mutable=['intermediates']`) are stacked over time on a new leading axis.
+  * `dtype=bfloat16` (config `compute_dtype`) runs every layer in bfloat16 with float32
+    parameters; the state is carried in bfloat16, the decoded pixels (and so the loss)
+    stay float32.
 
   Attributes:
     encoder: per-frame encoder, `[*b, H, W, 3] -> [*b, N_enc, D_enc]`.
@@ -67,6 +72,8 @@ class MooG(nn.Module):
     subsample_factor_train: decoder lattice stride in training (random phase).
     subsample_factor_eval: decoder lattice stride at evaluation (phase 0).
     remat: rematerialise each time step in the backward pass.
+    dtype: computation dtype of the state norm; the submodules carry their own (set
+      consistently by `build_moog`).
   """
 
   encoder: modules.FrameEncoder
@@ -79,10 +86,13 @@ class MooG(nn.Module):
   subsample_factor_train: int = 8
   subsample_factor_eval: int = 4
   remat: bool = False
+  dtype: jnp.dtype = jnp.float32
 
   def setup(self):
     # Shared by the initial state and every correction step.
-    self.state_norm = nn.LayerNorm(epsilon=STATE_NORM_EPSILON, use_bias=False, use_scale=True)
+    self.state_norm = nn.LayerNorm(
+        epsilon=STATE_NORM_EPSILON, use_bias=False, use_scale=True, dtype=self.dtype
+    )
 
   def initial_state(self, batch_shape: tuple[int, ...]) -> Float[Array, '*b n d']:
     """Normed non-learned noise `LN(scale * N(0, 1))`, fresh per sample and call."""
@@ -199,6 +209,8 @@ class MooG(nn.Module):
     encoder_tokens = self.encode(video)
     if state is None:
       state = self.initial_state(batch_shape)
+    # The scan carry must keep one dtype: a float32 state from a previous chunk is cast.
+    state = state.astype(self.dtype)
 
     time_major = lambda x: None if x is None else jnp.moveaxis(x, time_axis, 0)
     step_inputs = (time_major(encoder_tokens), time_major(video), time_major(encoder_token_mask))
@@ -298,6 +310,7 @@ def paper_movi_model_config() -> ml_collections.ConfigDict:
           subsample_factor_eval=4,
           remat=True,
           state_init_scale=1e-4,
+          compute_dtype='float32',
       )
   )
 
@@ -333,6 +346,7 @@ def tiny_model_config() -> ml_collections.ConfigDict:
           subsample_factor_eval=2,
           remat=False,
           state_init_scale=1e-4,
+          compute_dtype='float32',
       )
   )
 
@@ -348,6 +362,11 @@ def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
   for field in ('num_tokens', 'token_dim', 'encoder_fourier_bases', 'decoder_fourier_bases'):
     if c[field] < 1:
       raise ValueError(f'model.{field} must be positive, got {c[field]}.')
+  compute_dtype = c.get('compute_dtype', 'float32')
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(
+        f'model.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {compute_dtype!r}.'
+    )
   if c.encoder_pos_embedding not in ('project_add', 'concat'):
     raise ValueError(
         "model.encoder_pos_embedding must be 'project_add' or 'concat',"
@@ -388,11 +407,13 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
   """Builds MooG from `config.model` (see `paper_movi_model_config` for the fields)."""
   validate_model_config(model_config)
   c = model_config
+  dtype = COMPUTE_DTYPES[c.get('compute_dtype', 'float32')]
   transformer = lambda sub, **kwargs: modules.Transformer(
       num_layers=sub.num_layers,
       num_heads=sub.num_heads,
       qkv_size=sub.qkv_size,
       mlp_dim=sub.mlp_dim,
+      dtype=dtype,
       **kwargs,
   )
   return MooG(
@@ -402,6 +423,7 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
           num_fourier_bases=c.encoder_fourier_bases,
           pos_embedding=c.encoder_pos_embedding,
           token_dim=c.token_dim,
+          dtype=dtype,
       ),
       predictor=transformer(c.predictor),
       corrector=transformer(c.corrector),
@@ -411,6 +433,7 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
           qkv_size=c.decoder.qkv_size,
           mlp_dim=c.decoder.mlp_dim,
           num_fourier_bases=c.decoder_fourier_bases,
+          dtype=dtype,
       ),
       num_tokens=c.num_tokens,
       token_dim=c.token_dim,
@@ -418,4 +441,5 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
       subsample_factor_train=c.subsample_factor_train,
       subsample_factor_eval=c.subsample_factor_eval,
       remat=c.remat,
+      dtype=dtype,
   )

@@ -14,6 +14,11 @@ release (see `docs/design.md` and the reference notes, sections 5 and 6):
 * Self- and cross-attention run in parallel on the same normed queries and are summed;
   keys/values of the cross-attention are used raw (not normed).
 * Kernels use Flax's default lecun-normal init and biases are zero.
+
+Mixed precision: every module takes `dtype`, the dtype of its computation (float32 or
+bfloat16). Parameters are always created and stored in float32 (Flax's `param_dtype`)
+and cast to `dtype` when used; LayerNorm / RMSNorm statistics and attention softmaxes are
+computed in float32 whatever `dtype` is.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ BLOCK_NORM_EPSILON = 1e-6
 PosEmbeddingMode = Literal['project_add', 'concat']
 
 
-def _scale_only_layer_norm(name: str, epsilon: float = BLOCK_NORM_EPSILON) -> nn.LayerNorm:
+def _scale_only_layer_norm(
+    name: str, dtype: jnp.dtype, epsilon: float = BLOCK_NORM_EPSILON
+) -> nn.LayerNorm:
   """Mean-centred LayerNorm with a learnable scale and no bias."""
-  return nn.LayerNorm(epsilon=epsilon, use_bias=False, use_scale=True, name=name)
+  return nn.LayerNorm(epsilon=epsilon, use_bias=False, use_scale=True, dtype=dtype, name=name)
 
 
 # ----------------------------------------------------------------------------------------
@@ -86,10 +93,12 @@ class GridFourierEmbedding(nn.Module):
     num_bases: Fourier frequencies per coordinate; the embedding is 4 * num_bases wide.
     mode: 'project_add' returns `x + Dense(C)(PE)` (MOVi); 'concat' returns
       `[x, PE]` (released Ego4D checkpoint).
+    dtype: computation dtype.
   """
 
   num_bases: int
   mode: PosEmbeddingMode = 'project_add'
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, features: Float[Array, '*b h w C']) -> Float[Array, '*b h w E']:
@@ -97,9 +106,10 @@ class GridFourierEmbedding(nn.Module):
     height, width, channels = features.shape[-3:]
     embedding = fourier_features(grid_coordinates(height, width), self.num_bases)
     if self.mode == 'project_add':
-      return features + nn.Dense(channels, name='projection')(embedding)
+      return features + nn.Dense(channels, dtype=self.dtype, name='projection')(embedding)
     if self.mode == 'concat':
       embedding = jnp.broadcast_to(embedding, features.shape[:-1] + embedding.shape[-1:])
+      embedding = embedding.astype(features.dtype)
       return jnp.concatenate([features, embedding], axis=-1)
     raise ValueError(f"mode must be 'project_add' or 'concat', got {self.mode!r}.")
 
@@ -117,10 +127,12 @@ class Attention(nn.Module):
   Attributes:
     num_heads: number of heads.
     qkv_size: total query/key/value width over all heads (head_dim = qkv_size / heads).
+    dtype: computation dtype; the softmax runs in float32.
   """
 
   num_heads: int
   qkv_size: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(
@@ -147,17 +159,19 @@ class Attention(nn.Module):
       raise ValueError(f'qkv_size={self.qkv_size} is not divisible by num_heads={self.num_heads}.')
     head_dim = self.qkv_size // self.num_heads
     projection = functools.partial(
-        nn.DenseGeneral, features=(self.num_heads, head_dim), use_bias=False
+        nn.DenseGeneral, features=(self.num_heads, head_dim), use_bias=False, dtype=self.dtype
     )
     query = projection(name='query')(inputs_q)
     key = projection(name='key')(inputs_kv)
     value = projection(name='value')(inputs_kv)
     # RMSNorm over the last axis (head_dim): its scale has shape [head_dim] and is
     # therefore shared by all heads.
-    query = nn.RMSNorm(epsilon=BLOCK_NORM_EPSILON, name='query_norm')(query)
-    key = nn.RMSNorm(epsilon=BLOCK_NORM_EPSILON, name='key_norm')(key)
+    query = nn.RMSNorm(epsilon=BLOCK_NORM_EPSILON, dtype=self.dtype, name='query_norm')(query)
+    key = nn.RMSNorm(epsilon=BLOCK_NORM_EPSILON, dtype=self.dtype, name='key_norm')(key)
 
-    logits = jnp.einsum('...qhd,...khd->...hqk', query / jnp.sqrt(head_dim), key)
+    # bfloat16 logits lose too much precision for the softmax: it always runs in float32.
+    logits = jnp.einsum('...qhd,...khd->...hqk', query / jnp.sqrt(head_dim), key,
+                        preferred_element_type=jnp.float32)
     if key_mask is None:
       weights = jax.nn.softmax(logits, axis=-1)
     else:
@@ -167,9 +181,10 @@ class Attention(nn.Module):
       weights = jnp.where(jnp.any(key_mask, axis=-1, keepdims=True), weights, 0.0)
     self.sow('intermediates', 'attention_weights', weights)
 
-    attended = jnp.einsum('...hqk,...khd->...qhd', weights, value)
+    attended = jnp.einsum('...hqk,...khd->...qhd', weights.astype(value.dtype), value)
     return nn.DenseGeneral(
-        features=inputs_q.shape[-1], axis=(-2, -1), use_bias=True, name='output'
+        features=inputs_q.shape[-1], axis=(-2, -1), use_bias=True, dtype=self.dtype,
+        name='output',
     )(attended)
 
 
@@ -183,12 +198,14 @@ class TransformerBlock(nn.Module):
     qkv_size: total attention width.
     mlp_dim: hidden width of the GELU(tanh) MLP.
     self_attention: False gives a cross-attention-only block (the pixel decoder).
+    dtype: computation dtype.
   """
 
   num_heads: int
   qkv_size: int
   mlp_dim: int
   self_attention: bool = True
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(
@@ -199,17 +216,20 @@ class TransformerBlock(nn.Module):
   ) -> Float[Array, '*b n d']:
     if not self.self_attention and inputs_kv is None:
       raise ValueError('A cross-attention-only block needs inputs_kv.')
-    attention = functools.partial(Attention, num_heads=self.num_heads, qkv_size=self.qkv_size)
-    normed = _scale_only_layer_norm('attention_norm')(queries)
+    attention = functools.partial(
+        Attention, num_heads=self.num_heads, qkv_size=self.qkv_size, dtype=self.dtype
+    )
+    normed = _scale_only_layer_norm('attention_norm', self.dtype)(queries)
     updated = queries
     if self.self_attention:
       updated = updated + attention(name='self_attention')(normed, normed)
     if inputs_kv is not None:
       updated = updated + attention(name='cross_attention')(normed, inputs_kv, kv_mask)
 
-    hidden = _scale_only_layer_norm('mlp_norm')(updated)
-    hidden = nn.gelu(nn.Dense(self.mlp_dim, name='mlp_in')(hidden), approximate=True)
-    return updated + nn.Dense(queries.shape[-1], name='mlp_out')(hidden)
+    hidden = _scale_only_layer_norm('mlp_norm', self.dtype)(updated)
+    hidden = nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp_in')(hidden)
+    hidden = nn.gelu(hidden, approximate=True)
+    return updated + nn.Dense(queries.shape[-1], dtype=self.dtype, name='mlp_out')(hidden)
 
 
 class Transformer(nn.Module):
@@ -228,6 +248,7 @@ class Transformer(nn.Module):
     self_attention: whether blocks self-attend (cross-attention follows `inputs_kv`).
     hidden_size: optional width of the input projection.
     output_size: optional width of the output projection.
+    dtype: computation dtype.
   """
 
   num_layers: int
@@ -237,6 +258,7 @@ class Transformer(nn.Module):
   self_attention: bool = True
   hidden_size: int | None = None
   output_size: int | None = None
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(
@@ -267,22 +289,23 @@ class Transformer(nn.Module):
     x = queries.reshape(batch_shape + (-1, input_width))
 
     if self.hidden_size is not None:
-      x = nn.Dense(self.hidden_size, name='input_projection')(x)
+      x = nn.Dense(self.hidden_size, dtype=self.dtype, name='input_projection')(x)
     for i in range(self.num_layers):
       x = TransformerBlock(
           num_heads=self.num_heads,
           qkv_size=self.qkv_size,
           mlp_dim=self.mlp_dim,
           self_attention=self.self_attention,
+          dtype=self.dtype,
           name=f'block_{i}',
       )(x, inputs_kv, kv_mask)
-    x = _scale_only_layer_norm('final_norm')(x)
+    x = _scale_only_layer_norm('final_norm', self.dtype)(x)
 
     output_size = self.output_size
     if output_size is None and self.hidden_size not in (None, input_width):
       output_size = input_width
     if output_size is not None:
-      x = nn.Dense(output_size, name='output_projection')(x)
+      x = nn.Dense(output_size, dtype=self.dtype, name='output_projection')(x)
     return x.reshape(batch_shape + token_shape + (x.shape[-1],))
 
 
@@ -297,10 +320,12 @@ class ConvBackbone(nn.Module):
   Attributes:
     channels: output channels per conv.
     strides: stride per conv (same for y and x).
+    dtype: computation dtype.
   """
 
   channels: Sequence[int]
   strides: Sequence[int]
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: Float[Array, '*b H W c']) -> Float[Array, '*b h w C']:
@@ -310,10 +335,11 @@ class ConvBackbone(nn.Module):
       )
     x = images
     for i, (channels, stride) in enumerate(zip(self.channels, self.strides)):
-      x = nn.Conv(channels, (3, 3), strides=(stride, stride), padding='SAME', name=f'conv_{i}')(x)
+      x = nn.Conv(channels, (3, 3), strides=(stride, stride), padding='SAME', dtype=self.dtype,
+                  name=f'conv_{i}')(x)
       if i < len(self.channels) - 1:
         x = nn.gelu(x, approximate=True)
-    return _scale_only_layer_norm('output_norm')(x)
+    return _scale_only_layer_norm('output_norm', self.dtype)(x)
 
 
 class TokenProjection(nn.Module):
@@ -325,16 +351,18 @@ class TokenProjection(nn.Module):
 
   Attributes:
     hidden_size: width after the input projection.
+    dtype: computation dtype.
   """
 
   hidden_size: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: Float[Array, '*b n c']) -> Float[Array, '*b n c']:
-    x = nn.Dense(self.hidden_size, name='input_projection')(tokens)
-    x = _scale_only_layer_norm('final_norm')(x)
+    x = nn.Dense(self.hidden_size, dtype=self.dtype, name='input_projection')(tokens)
+    x = _scale_only_layer_norm('final_norm', self.dtype)(x)
     if self.hidden_size != tokens.shape[-1]:
-      x = nn.Dense(tokens.shape[-1], name='output_projection')(x)
+      x = nn.Dense(tokens.shape[-1], dtype=self.dtype, name='output_projection')(x)
     return x
 
 
@@ -350,6 +378,7 @@ class FrameEncoder(nn.Module):
     pos_embedding: 'project_add' (tokens are `token_dim` wide) or 'concat' (tokens are
       `channels[-1] + 4 * num_fourier_bases` wide).
     token_dim: width of the token projection (the state width).
+    dtype: computation dtype.
   """
 
   channels: Sequence[int]
@@ -357,6 +386,7 @@ class FrameEncoder(nn.Module):
   num_fourier_bases: int
   pos_embedding: PosEmbeddingMode
   token_dim: int
+  dtype: jnp.dtype = jnp.float32
 
   @property
   def total_stride(self) -> int:
@@ -366,10 +396,11 @@ class FrameEncoder(nn.Module):
   @nn.compact
   def __call__(self, frames: Float[Array, '*b H W 3']) -> Float[Array, '*b N D']:
     """Encodes frames to `[*b, (H/stride) * (W/stride), D]` tokens."""
-    x = ConvBackbone(self.channels, self.strides, name='backbone')(frames)
-    x = GridFourierEmbedding(self.num_fourier_bases, self.pos_embedding, name='pos_embedding')(x)
+    x = ConvBackbone(self.channels, self.strides, dtype=self.dtype, name='backbone')(frames)
+    x = GridFourierEmbedding(self.num_fourier_bases, self.pos_embedding, dtype=self.dtype,
+                             name='pos_embedding')(x)
     x = einops.rearrange(x, '... h w c -> ... (h w) c')
-    return TokenProjection(self.token_dim, name='token_projection')(x)
+    return TokenProjection(self.token_dim, dtype=self.dtype, name='token_projection')(x)
 
 
 # ----------------------------------------------------------------------------------------
@@ -388,6 +419,8 @@ class PixelDecoder(nn.Module):
     num_layers, num_heads, qkv_size, mlp_dim: transformer sizes.
     num_fourier_bases: PE frequencies for the query coordinates (16).
     out_channels: output channels (3 for RGB).
+    dtype: computation dtype; the output head always returns float32 (the loss is
+      computed in float32).
   """
 
   num_layers: int
@@ -396,6 +429,7 @@ class PixelDecoder(nn.Module):
   mlp_dim: int
   num_fourier_bases: int
   out_channels: int = 3
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(
@@ -415,8 +449,8 @@ class PixelDecoder(nn.Module):
     """
     batch_shape = tokens.shape[:-2]
     coords = jnp.broadcast_to(coords, batch_shape + coords.shape[-3:])
-    embedding = fourier_features(coords, self.num_fourier_bases)
-    zeros = jnp.zeros(coords.shape[:-1] + (tokens.shape[-1],), tokens.dtype)
+    embedding = fourier_features(coords, self.num_fourier_bases).astype(self.dtype)
+    zeros = jnp.zeros(coords.shape[:-1] + (tokens.shape[-1],), self.dtype)
     queries = jnp.concatenate([zeros, embedding], axis=-1)
     x = Transformer(
         num_layers=self.num_layers,
@@ -424,9 +458,10 @@ class PixelDecoder(nn.Module):
         qkv_size=self.qkv_size,
         mlp_dim=self.mlp_dim,
         self_attention=False,
+        dtype=self.dtype,
         name='transformer',
     )(queries, inputs_kv=tokens, num_token_axes=2)
-    return nn.Dense(self.out_channels, name='output_head')(x)
+    return nn.Dense(self.out_channels, dtype=jnp.float32, name='output_head')(x)
 
 
 def sample_lattice_offsets(

@@ -2,17 +2,20 @@
 
 Every head reads one of MooG's state sequences (`features` in {'predicted', 'corrected',
 'concat'}; 'concat' = `states_concat`, the official MOVi choice) and stops gradients into
-the backbone unless `finetune=True`.
+the backbone unless `finetune=True`. The heads are built from MooG's own blocks
+(`modules.Transformer` with cross-attention only, `modules.fourier_features`,
+`modules.grid_coordinates`), so they follow the same layer conventions (moog.md §5–§6).
 
 Heads:
 
 * `PointReadout` / `BoxReadout`: the recurrent conditional readout of the MOVi config
   (upstream `ConditionalAutoregressiveReadout`). One state per track, initialised from
   Fourier(16 bases, replace) of the conditioning (a query point or a box, in [0, 1]) ->
-  MLP. Per frame: the state is reset to the conditioning on the track's query frame;
-  `corr = state + Transformer(queries=state, kv=features_t)` (cross-attention only);
-  `state = LN_1e-4(corr + MLP(corr))`. Outputs are read from `corr`. The carried state can
-  be passed in and out for chunked (streaming) inference.
+  MLP (`initial_state`). Per frame: the state is reset to the conditioning on the
+  track's query frame; `corr = state + Transformer(queries=state, kv=features_t)`
+  (cross-attention only); `state = LN_1e-4(corr + MLP(corr))`. Outputs are read from
+  `corr`. The carried state goes in and out explicitly, so a long video can be read in
+  temporal slices (`moog/sliced_eval.py`).
 * `DenseReadout`: a cross-attention decoder queried at pixel coordinates
   (zeros ‖ Fourier(16) of (y, x) in [-1, 1], as MooG's pixel decoder), Dense -> C per
   frame. Pixels are decoded independently, so any resolution or pixel subset works.
@@ -46,20 +49,14 @@ when no entry is supervised.
 
 Bad inputs: `validate_readout_batch` raises a clear `ValueError` on host-side numpy
 batches (query points outside the frame, query frames outside the clip, valid tracks
-never visible, inverted or out-of-range boxes, non-finite values). Inside the graph,
-tracks whose query frame lies outside the clip are never reset (streaming chunks rely on
-this) and get no loss on frames before the query frame.
-
-The compact cross-attention transformer here (`MlpBlock`, `QkNormAttention`,
-`CrossAttentionBlock`, `CrossAttentionTransformer`) and `fourier_features` /
-`pixel_coordinates` duplicate the cross-attention-only path of `moog/modules.py`
-(`Attention`, `TransformerBlock`, `Transformer`, `fourier_features`,
-`grid_coordinates`) and are meant to be replaced by those imports.
+never visible, inverted or out-of-range boxes, non-finite values); the readout task runs
+it on every batch before it reaches the devices. Inside the graph, tracks whose query
+frame lies outside the clip are never reset (temporal slices rely on this) and get no
+loss on frames before the query frame.
 """
 
 from collections.abc import Mapping
-import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import chex
 import einops
@@ -68,6 +65,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moog import model as moog_model
+from moog import modules
 from videolib import metrics as metrics_lib
 
 FeatureChoice = Literal['predicted', 'corrected', 'concat']
@@ -76,8 +75,6 @@ FEATURE_KEYS = {
     'corrected': 'states_corrected',
     'concat': 'states_concat',
 }
-STATE_NORM_EPSILON = 1e-4
-BLOCK_NORM_EPSILON = 1e-6
 LOSS_RESOLUTION = (256, 256)
 
 
@@ -105,39 +102,11 @@ def select_features(moog_outputs: Mapping[str, jax.Array], which: FeatureChoice)
   raise KeyError(f'MooG outputs lack {key!r}; available: {sorted(moog_outputs)}.')
 
 
-def fourier_features(coords: jax.Array, num_bases: int) -> jax.Array:
-  """NeRF-style features [sin(all), cos(all)] of π·coords at frequencies 2^0 … 2^(B−1).
-
-  Inside each half the order is frequency-major, then coordinate. Readouts feed [0, 1]
-  coordinates, the dense decoder [-1, 1].
-
-  Args:
-    coords: [..., D] coordinates.
-    num_bases: number of frequencies B.
-
-  Returns:
-    [..., 2 * D * B] features.
-  """
-  frequencies = 2.0 ** jnp.arange(num_bases, dtype=coords.dtype)
-  phases = jnp.pi * coords[..., None, :] * frequencies[:, None]
-  phases = einops.rearrange(phases, '... bases dims -> ... (bases dims)')
-  return jnp.sin(jnp.concatenate([phases, phases + 0.5 * jnp.pi], axis=-1))
-
-
-def pixel_coordinates(height: int, width: int) -> jax.Array:
-  """[H, W, 2] (y, x) pixel grid over [-1, 1], endpoints included, as MooG's decoder."""
-  ys = jnp.linspace(-1.0, 1.0, height)
-  xs = jnp.linspace(-1.0, 1.0, width)
-  return jnp.stack(jnp.meshgrid(ys, xs, indexing='ij'), axis=-1)
-
-
-def _scale_only_layer_norm(name: str, epsilon: float = BLOCK_NORM_EPSILON) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=epsilon, use_bias=False, use_scale=True, name=name)
-
-
-# ----------------------------------------------------------------------------------------
-# Compact cross-attention transformer (duplicates moog/modules.py, CA-only path).
-# ----------------------------------------------------------------------------------------
+def _frozen_features(
+    moog_outputs: Mapping[str, jax.Array], which: FeatureChoice, finetune: bool
+) -> jax.Array:
+  features = select_features(moog_outputs, which)
+  return features if finetune else jax.lax.stop_gradient(features)
 
 
 class MlpBlock(nn.Module):
@@ -149,84 +118,8 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     output_size = self.output_size or x.shape[-1]
-    x = nn.gelu(nn.Dense(self.hidden_size, name='dense_in')(x))
+    x = nn.gelu(nn.Dense(self.hidden_size, name='dense_in')(x), approximate=True)
     return nn.Dense(output_size, name='dense_out')(x)
-
-
-class QkNormAttention(nn.Module):
-  """Multi-head attention with RMS-normed q and k (one scale shared across heads).
-
-  q, k, v have no bias, the output projection has one; logits are scaled by
-  1/sqrt(head_dim).
-  """
-
-  num_heads: int
-  qkv_size: int
-
-  @nn.compact
-  def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array) -> jax.Array:
-    """[*b, q, d1] queries attend to [*b, k, d2] keys/values; returns [*b, q, d1]."""
-    if self.qkv_size % self.num_heads:
-      raise ValueError(f'num_heads={self.num_heads} must divide qkv_size={self.qkv_size}.')
-    head_shape = (self.num_heads, self.qkv_size // self.num_heads)
-    query = nn.DenseGeneral(head_shape, use_bias=False, name='dense_query')(inputs_q)
-    key = nn.DenseGeneral(head_shape, use_bias=False, name='dense_key')(inputs_kv)
-    value = nn.DenseGeneral(head_shape, use_bias=False, name='dense_value')(inputs_kv)
-    query = nn.RMSNorm(name='norm_query')(query)
-    key = nn.RMSNorm(name='norm_key')(key)
-    logits = jnp.einsum('...qhd,...khd->...hqk', query / math.sqrt(head_shape[1]), key)
-    weights = jax.nn.softmax(logits, axis=-1)
-    attended = jnp.einsum('...hqk,...khd->...qhd', weights, value)
-    return nn.DenseGeneral(inputs_q.shape[-1], axis=(-2, -1), name='dense_out')(attended)
-
-
-class CrossAttentionBlock(nn.Module):
-  """Pre-norm block: a = q + CA(LN(q), kv); out = a + MLP(LN(a)); kv is used raw."""
-
-  num_heads: int
-  qkv_size: int
-  mlp_size: int
-
-  @nn.compact
-  def __call__(self, queries: jax.Array, inputs_kv: jax.Array) -> jax.Array:
-    normed = _scale_only_layer_norm('norm_q')(queries)
-    x = queries + QkNormAttention(self.num_heads, self.qkv_size, name='cross_att')(
-        normed, inputs_kv
-    )
-    return x + MlpBlock(self.mlp_size, name='mlp')(_scale_only_layer_norm('norm_attn')(x))
-
-
-class CrossAttentionTransformer(nn.Module):
-  """Optional Dense(hidden) -> CA-only blocks -> scale-only LN -> optional Dense(output).
-
-  As upstream `ImprovedTransformer(cross_attn_only=True)`: with `hidden_size` set and no
-  `output_size`, the output is mapped back to the query width.
-  """
-
-  num_layers: int
-  num_heads: int
-  qkv_size: int
-  mlp_size: int
-  hidden_size: int | None = None
-  output_size: int | None = None
-
-  @nn.compact
-  def __call__(self, queries: jax.Array, inputs_kv: jax.Array) -> jax.Array:
-    """[*b, q, d] queries, [*b, k, D] keys/values -> [*b, q, output width]."""
-    query_width = queries.shape[-1]
-    output_size = self.output_size
-    if output_size is None and self.hidden_size not in (None, query_width):
-      output_size = query_width
-    if self.hidden_size is not None:
-      queries = nn.Dense(self.hidden_size, name='dense_in')(queries)
-    for i in range(self.num_layers):
-      queries = CrossAttentionBlock(
-          self.num_heads, self.qkv_size, self.mlp_size, name=f'layer_{i}'
-      )(queries, inputs_kv)
-    queries = _scale_only_layer_norm('norm_out')(queries)
-    if output_size is not None:
-      queries = nn.Dense(output_size, name='dense_out')(queries)
-    return queries
 
 
 # ----------------------------------------------------------------------------------------
@@ -241,7 +134,7 @@ class _RecurrentStep(nn.Module):
   num_layers: int
   num_heads: int
   qkv_size: int
-  mlp_size: int
+  mlp_dim: int
 
   @nn.compact
   def __call__(
@@ -263,18 +156,22 @@ class _RecurrentStep(nn.Module):
     """
     features, reset = frame_inputs
     state = jnp.where(reset[..., None], conditioning, state)
-    corrected = state + CrossAttentionTransformer(
+    corrected = state + modules.Transformer(
         num_layers=self.num_layers,
         num_heads=self.num_heads,
         qkv_size=self.qkv_size,
-        mlp_size=self.mlp_size,
+        mlp_dim=self.mlp_dim,
+        self_attention=False,
         hidden_size=self.width,
         output_size=self.width,
         name='transformer',
-    )(state, features)
+    )(state, inputs_kv=features)
     next_state = corrected + MlpBlock(self.width, self.width, name='predictor')(corrected)
-    next_state = _scale_only_layer_norm('state_norm', STATE_NORM_EPSILON)(next_state)
-    return next_state, corrected
+    # The state norm of MooG itself: scale-only LayerNorm, eps 1e-4 (moog.md §10).
+    state_norm = nn.LayerNorm(
+        epsilon=moog_model.STATE_NORM_EPSILON, use_bias=False, name='state_norm'
+    )
+    return state_norm(next_state), corrected
 
 
 _ScannedStep = nn.scan(
@@ -289,75 +186,82 @@ _ScannedStep = nn.scan(
 class _RecurrentReadout(nn.Module):
   """Shared body of `PointReadout` and `BoxReadout` (upstream ConditionalAutoregressive).
 
+  Subclasses set `value_size` (width of the value head) and `logit_size` (0: none).
+
   Attributes:
     width: state width (512 in the MOVi config).
     num_layers: cross-attention layers per frame (3).
     num_heads: attention heads (8).
     qkv_size: total q/k/v width over heads (512).
-    mlp_size: hidden width of the transformer MLPs (2048).
+    mlp_dim: hidden width of the transformer MLPs (2048).
     num_fourier_bases: Fourier bases of the conditioning embedding (16).
     features: which MooG states to read: 'predicted', 'corrected' or 'concat'.
     finetune: if False, no gradient flows into the MooG features.
   """
 
+  value_size: ClassVar[int]
+  logit_size: ClassVar[int]
+
   width: int = 512
   num_layers: int = 3
   num_heads: int = 8
   qkv_size: int = 512
-  mlp_size: int = 2048
+  mlp_dim: int = 2048
   num_fourier_bases: int = 16
   features: FeatureChoice = 'concat'
   finetune: bool = False
 
-  @nn.compact
+  def setup(self):
+    self.initializer = MlpBlock(self.width, self.width)
+    self.step = _ScannedStep(
+        width=self.width,
+        num_layers=self.num_layers,
+        num_heads=self.num_heads,
+        qkv_size=self.qkv_size,
+        mlp_dim=self.mlp_dim,
+    )
+    self.value_head = MlpBlock(self.width, self.value_size)
+    if self.logit_size:
+      self.logit_head = MlpBlock(self.width, self.logit_size)
+
+  def initial_state(self, conditioning: jax.Array) -> jax.Array:
+    """[*b, m, k] conditioning in [0, 1] -> [*b, m, width] embedded state."""
+    return self.initializer(modules.fourier_features(conditioning, self.num_fourier_bases))
+
   def rollout(
       self,
       moog_outputs: Mapping[str, jax.Array],
       conditioning: jax.Array,
       query_frame: jax.Array,
       readout_state: jax.Array | None,
-      value_size: int,
-      logit_size: int,
   ) -> tuple[jax.Array, jax.Array | None, jax.Array]:
     """Runs the recurrence over all frames of `moog_outputs`.
 
     Args:
       moog_outputs: MooG outputs; the selected states are [*b, T, n, d].
       conditioning: [*b, m, k] per-track conditioning in [0, 1].
-      query_frame: [*b, m] int frame (relative to this chunk) at which each track's state
+      query_frame: [*b, m] int frame (relative to this slice) at which each track's state
         is reset to its conditioning; values outside [0, T) never reset.
-      readout_state: optional [*b, m, width] state carried from the previous chunk; the
-        conditioning embedding is used when None.
-      value_size: width of the value head (pre-activation).
-      logit_size: width of the logit head (0 for none).
+      readout_state: optional [*b, m, width] state carried from the previous slice;
+        `initial_state(conditioning)` when None.
 
     Returns:
       (values [*b, T, m, value_size], logits [*b, T, m, logit_size] or None,
       final state [*b, m, width]).
     """
-    features = select_features(moog_outputs, self.features)
-    if not self.finetune:
-      features = jax.lax.stop_gradient(features)
+    features = _frozen_features(moog_outputs, self.features, self.finetune)
     num_frames = features.shape[-3]
     batch_shape = features.shape[:-3]
     num_tracks = conditioning.shape[-2]
     chex.assert_shape(conditioning, (*batch_shape, num_tracks, None))
     chex.assert_shape(query_frame, (*batch_shape, num_tracks))
 
-    embedded = fourier_features(conditioning, self.num_fourier_bases)
-    embedded = MlpBlock(self.width, self.width, name='initializer')(embedded)
+    embedded = self.initial_state(conditioning)
     state = embedded if readout_state is None else readout_state
     chex.assert_shape(state, (*batch_shape, num_tracks, self.width))
 
     reset = jnp.arange(num_frames)[:, None] == query_frame[..., None, :]  # [*b, T, m]
-    state, corrected = _ScannedStep(
-        width=self.width,
-        num_layers=self.num_layers,
-        num_heads=self.num_heads,
-        qkv_size=self.qkv_size,
-        mlp_size=self.mlp_size,
-        name='step',
-    )(
+    state, corrected = self.step(
         state,
         (
             einops.rearrange(features, '... t n d -> t ... n d'),
@@ -366,11 +270,8 @@ class _RecurrentReadout(nn.Module):
         embedded,
     )
     corrected = einops.rearrange(corrected, 't ... m w -> ... t m w')
-    values = MlpBlock(self.width, value_size, name='value_head')(corrected)
-    logits = None
-    if logit_size:
-      logits = MlpBlock(self.width, logit_size, name='logit_head')(corrected)
-    return values, logits, state
+    logits = self.logit_head(corrected) if self.logit_size else None
+    return self.value_head(corrected), logits, state
 
 
 class PointReadout(_RecurrentReadout):
@@ -380,8 +281,11 @@ class PointReadout(_RecurrentReadout):
     'position': [*b, N, T, 2] normalised (x, y) in [0, 1] (sigmoid);
     'visibility_logit', 'certainty_logit': [*b, N, T];
     'visible': [*b, N, T] bool, σ(vis)·σ(cert) > 0.5;
-    'readout_state': [*b, N, width], to pass to the next chunk.
+    'readout_state': [*b, N, width], to pass to the next slice.
   """
+
+  value_size: ClassVar[int] = 2
+  logit_size: ClassVar[int] = 2
 
   def __call__(
       self,
@@ -395,15 +299,13 @@ class PointReadout(_RecurrentReadout):
     Args:
       moog_outputs: MooG outputs, states [*b, T, n, d].
       query_xy: [*b, N, 2] normalised (x, y) query positions in [0, 1].
-      query_frame: [*b, N] int query frame relative to this chunk (`t - chunk_start`).
-      readout_state: optional state returned by the previous chunk.
+      query_frame: [*b, N] int query frame relative to this slice (`t - slice_start`).
+      readout_state: optional state returned by the previous slice.
 
     Returns:
       The dict described in the class docstring.
     """
-    values, logits, state = self.rollout(
-        moog_outputs, query_xy, query_frame, readout_state, value_size=2, logit_size=2
-    )
+    values, logits, state = self.rollout(moog_outputs, query_xy, query_frame, readout_state)
     values = einops.rearrange(values, '... t n c -> ... n t c')
     logits = einops.rearrange(logits, '... t n c -> ... n t c')
     return {
@@ -424,6 +326,9 @@ class BoxReadout(_RecurrentReadout):
     'readout_state': [*b, K, width].
   """
 
+  value_size: ClassVar[int] = 4
+  logit_size: ClassVar[int] = 0
+
   def __call__(
       self,
       moog_outputs: Mapping[str, jax.Array],
@@ -436,16 +341,14 @@ class BoxReadout(_RecurrentReadout):
     Args:
       moog_outputs: MooG outputs, states [*b, T, n, d].
       query_boxes: [*b, K, 4] normalised boxes on the query frame (frame 0 in MooG).
-      query_frame: int or [*b, K] query frame relative to this chunk.
-      readout_state: optional state returned by the previous chunk.
+      query_frame: int or [*b, K] query frame relative to this slice.
+      readout_state: optional state returned by the previous slice.
 
     Returns:
       The dict described in the class docstring.
     """
     query_frame = jnp.broadcast_to(jnp.asarray(query_frame, jnp.int32), query_boxes.shape[:-1])
-    values, _, state = self.rollout(
-        moog_outputs, query_boxes, query_frame, readout_state, value_size=4, logit_size=0
-    )
+    values, _, state = self.rollout(moog_outputs, query_boxes, query_frame, readout_state)
     return {'boxes': jax.nn.sigmoid(values), 'readout_state': state}
 
 
@@ -464,15 +367,16 @@ def visible_from_logits(
 class DenseReadout(nn.Module):
   """Per-frame cross-attention decoder queried at pixel coordinates (MOVi depth head).
 
-  Queries are zeros(d) ‖ Fourier(coords) (d = feature width, 512 + 64 = 576 in the MOVi
-  config); the transformer keeps the query width. Each pixel attends to the frame's
-  features only, so decoding a pixel subset (training lattice) or the full ground-truth
-  resolution (evaluation) gives the same value per pixel. Memory grows with
-  T·h·w·tokens: decode large frames in pixel or time slices.
+  This is MooG's `PixelDecoder` (zeros(d) ‖ Fourier(coords) queries, 512 + 64 = 576 wide
+  in the MOVi config; cross-attention-only blocks; linear head) reading the chosen state
+  sequence frame by frame. Each pixel attends to its frame's features only, so decoding
+  a pixel subset (training lattice) or the full ground-truth resolution (evaluation)
+  gives the same value per pixel. Memory grows with T·h·w·tokens: decode large frames
+  in temporal slices (`moog/sliced_eval.py`).
 
   Attributes:
     output_size: channels per pixel (1 for depth).
-    num_layers, num_heads, qkv_size, mlp_size: transformer sizes (3, 8, 512, 2048).
+    num_layers, num_heads, qkv_size, mlp_dim: transformer sizes (3, 8, 512, 2048).
     num_fourier_bases: Fourier bases of the pixel coordinates (16).
     features: which MooG states to read: 'predicted', 'corrected' or 'concat'.
     finetune: if False, no gradient flows into the MooG features.
@@ -482,7 +386,7 @@ class DenseReadout(nn.Module):
   num_layers: int = 3
   num_heads: int = 8
   qkv_size: int = 512
-  mlp_size: int = 2048
+  mlp_dim: int = 2048
   num_fourier_bases: int = 16
   features: FeatureChoice = 'concat'
   finetune: bool = False
@@ -493,35 +397,23 @@ class DenseReadout(nn.Module):
 
     Args:
       moog_outputs: MooG outputs, states [*b, T, n, d].
-      coords: (y, x) pixel coordinates in [-1, 1] (see `pixel_coordinates`), [h, w, 2]
+      coords: (y, x) pixel coordinates in [-1, 1] (`modules.grid_coordinates`), [h, w, 2]
         shared by all frames or [*b, T, h, w, 2] per frame (e.g. a subsampling lattice).
 
     Returns:
       [*b, T, h, w, output_size] values (log depth for `depth_loss`).
     """
-    features = select_features(moog_outputs, self.features)
-    if not self.finetune:
-      features = jax.lax.stop_gradient(features)
-    frame_shape = features.shape[:-2]
-    coords = jnp.broadcast_to(coords, frame_shape + coords.shape[-3:])
-    height, width = coords.shape[-3:-1]
-    queries = jnp.concatenate(
-        [
-            jnp.zeros(coords.shape[:-1] + features.shape[-1:], features.dtype),
-            fourier_features(coords, self.num_fourier_bases),
-        ],
-        axis=-1,
-    )
-    queries = einops.rearrange(queries, '... h w c -> ... (h w) c')
-    decoded = CrossAttentionTransformer(
+    features = _frozen_features(moog_outputs, self.features, self.finetune)
+    return modules.PixelDecoder(
         num_layers=self.num_layers,
         num_heads=self.num_heads,
         qkv_size=self.qkv_size,
-        mlp_size=self.mlp_size,
-        name='transformer',
-    )(queries, features)
-    values = nn.Dense(self.output_size, name='output_head')(decoded)
-    return einops.rearrange(values, '... (h w) c -> ... h w c', h=height, w=width)
+        mlp_dim=self.mlp_dim,
+        num_fourier_bases=self.num_fourier_bases,
+        out_channels=self.output_size,
+        name='decoder',
+    )(features, coords)
+
 
 
 def log_depth_to_depth(log_depth: jax.Array) -> jax.Array:

@@ -9,9 +9,10 @@ import numpy as np
 import optax
 import pytest
 
+from moog import modules
 from moog import readouts
 
-TINY = dict(num_layers=1, num_heads=2, qkv_size=16, mlp_size=32, num_fourier_bases=4)
+TINY = dict(num_layers=1, num_heads=2, qkv_size=16, mlp_dim=32, num_fourier_bases=4)
 TINY_RECURRENT = dict(width=16, **TINY)
 NUM_FRAMES, NUM_TOKENS, FEATURE_DIM = 5, 6, 8
 
@@ -82,7 +83,7 @@ def test_dense_readout_decodes_any_resolution_pixel_by_pixel():
   the subset values equal the full-resolution values at those pixels."""
   outputs = _moog_outputs((2,))
   dense = readouts.DenseReadout(features='predicted', **TINY)
-  full_coords = readouts.pixel_coordinates(8, 8)
+  full_coords = modules.grid_coordinates(8, 8)
   params = jit(dense.init)(jax.random.PRNGKey(0), outputs, full_coords)
   apply = jit(dense.apply)
   full = apply(params, outputs, full_coords)
@@ -104,7 +105,7 @@ def _point_targets(batch_size=2, num_tracks=3):
 def test_gradients_reach_features_only_when_finetuning(point_setup):
   _, point_params, outputs, query_xy, query_frame = point_setup
   target_points, occluded = _point_targets()
-  coords = readouts.pixel_coordinates(2, 3)
+  coords = modules.grid_coordinates(2, 3)
   # `finetune` changes no parameter, so one set of parameters serves both settings.
   depth_params = jit(readouts.DenseReadout(**TINY).init)(jax.random.PRNGKey(0), outputs, coords)
   for finetune in (False, True):

@@ -9,11 +9,14 @@ Each checkpoint step directory holds three items:
 
 Restores go into the *target* sharding (the abstract state carries it), so a checkpoint
 written on N devices restores onto M devices. A latest checkpoint that cannot be read
-(truncated, corrupt) is reported and the previous one is used.
+(truncated, corrupt) is reported and the previous one is used; the training run moves it
+to `unreadable/`. Saves cut short by SIGKILL leave `<step>.orbax-checkpoint-tmp`, which
+orbax never restores and the next training run removes.
 """
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -21,6 +24,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 
 _ITEMS = ("state", "data", "config")
 
@@ -57,12 +62,27 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], section: 
 class Checkpointer:
   """Periodic async checkpoints of one run, keeping the newest `max_to_keep`."""
 
-  def __init__(self, directory: str, *, max_to_keep: int, async_save: bool = True):
+  def __init__(self, directory: str, *, max_to_keep: int, async_save: bool = True,
+               owner: bool = False):
+    """Opens (and creates) `directory`.
+
+    Args:
+      directory: the run's checkpoint directory.
+      max_to_keep: newest checkpoints kept; older ones are deleted after each save.
+      async_save: write in a background thread; `save` returns after the device-to-host
+        copy.
+      owner: True for the training run that writes `directory`: a save cut short (SIGKILL,
+        lost host) leaves `<step>.orbax-checkpoint-tmp`, which is deleted on opening, and
+        unreadable checkpoints are set aside by `restore_latest`. Readers (evaluators
+        watching a live run) keep False so they never touch the writer's files.
+    """
     self.directory = os.path.abspath(directory)
+    self._owner = owner
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=owner,
         ),
         item_names=_ITEMS,
     )
@@ -90,16 +110,41 @@ class Checkpointer:
   def close(self):
     self._manager.close()
 
-  def _restore_step(self, step: int, abstract_state: Any):
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore(),
-            config=ocp.args.JsonRestore(),
-        ),
-    )
-    return restored.state, restored.data, restored.config
+  def _set_aside(self, step: int) -> str:
+    """Moves unreadable checkpoint `step` to `unreadable/`, where orbax no longer sees it.
+
+    Kept for inspection rather than deleted (the failure may be a transient read error);
+    out of the way because the resumed run saves this step again, and orbax refuses to
+    save over an existing step.
+    """
+    destination = epath.Path(self.directory) / "unreadable" / f"{step}-{int(time.time())}"
+    if jax.process_index() == 0:
+      destination.parent.mkdir(parents=True, exist_ok=True)
+      (epath.Path(self.directory) / str(step)).rename(destination)
+    multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")
+    self._manager.reload()
+    return str(destination)
+
+  def _restore_step(self, step: int, abstract_state: Any, config: ml_collections.ConfigDict,
+                    check_section: str) -> tuple[Any, Any]:
+    """Checks step's config against `config`, then restores its state and data position.
+
+    The config comes first: a different model's state would fail on its shapes, which
+    must not pass for damage.
+    """
+    saved_config = self._manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    differences = config_differences(saved_config, config_to_json(config), check_section)
+    if differences:
+      raise CheckpointError(
+          f"The checkpoint at {self.directory}/{step} was written by a different "
+          f"`config.{check_section}`; refusing to resume. Differing fields:\n  "
+          + "\n  ".join(differences)
+          + "\nUse a new --workdir, or restore the original config values."
+      )
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    return restored.state, restored.data
 
   def restore_latest(
       self, abstract_state: Any, config: ml_collections.ConfigDict, *, check_section="model"
@@ -109,46 +154,59 @@ class Checkpointer:
     Returns `(state, data_state)`, or None when the directory has no checkpoint. A
     checkpoint written by a different `config.<check_section>` is refused with the list
     of differing fields. Unreadable checkpoints are skipped with an error in the log,
-    newest first, so one corrupt save costs one checkpoint interval, not the run.
+    newest first, so one corrupt save costs one checkpoint interval, not the run. Once an
+    older one restores, the owner moves the skipped ones to `unreadable/` (see
+    `__init__`); if none restores, nothing is moved.
     """
-    steps = self.all_steps()
-    failures = []
-    for step in reversed(steps):
+    failures = {}
+    for step in reversed(self.all_steps()):
       try:
-        state, data_state, saved_config = self._restore_step(step, abstract_state)
+        restored = self._restore_step(step, abstract_state, config, check_section)
+      except CheckpointError:
+        raise
       except Exception as error:  # orbax raises many types for damaged files.
+        failures[step] = error
         logging.error("Checkpoint %s/%d is unreadable (%s); trying an older one.",
                       self.directory, step, error)
-        failures.append(f"step {step}: {type(error).__name__}: {error}")
         continue
-      differences = config_differences(saved_config, config_to_json(config), check_section)
-      if differences:
-        raise CheckpointError(
-            f"The checkpoint at {self.directory}/{step} was written by a different "
-            f"`config.{check_section}`; refusing to resume. Differing fields:\n  "
-            + "\n  ".join(differences)
-            + "\nUse a new --workdir, or restore the original config values."
-        )
       if failures:
-        logging.warning("Resumed from step %d after skipping unreadable checkpoints: %s",
-                        step, failures)
-      return state, data_state
+        logging.warning("Resumed from step %d after skipping unreadable checkpoints %s.",
+                        step, sorted(failures))
+      if failures and self._owner:
+        for unreadable in failures:
+          logging.error("Moved unreadable checkpoint %d to %s.", unreadable,
+                        self._set_aside(unreadable))
+      return restored
     if failures:
       raise CheckpointError(
-          f"No readable checkpoint in {self.directory}:\n  " + "\n  ".join(failures)
+          f"No readable checkpoint in {self.directory}:\n  " + "\n  ".join(
+              f"step {step}: {type(error).__name__}: {error}"
+              for step, error in failures.items())
       )
     return None
 
 
 def load_params(
-    path: str, abstract_params: Any, config: ml_collections.ConfigDict | None = None
+    path: str,
+    target_params: Any,
+    config: ml_collections.ConfigDict | None = None,
+    *,
+    prefixes: tuple[str, ...] = (),
 ) -> Any:
   """Loads only the parameters of another run's newest checkpoint (`config.init_from`).
 
   `path` is a run's workdir or its `checkpoints/` directory. The parameters are placed
-  into the shardings of `abstract_params`. Missing, unexpected or mis-shaped parameters
-  are reported by name; nothing is loaded partially. If `config` is given, a checkpoint
-  whose `config.model` differs is refused with the differing fields.
+  into the shardings of `target_params` (abstract or concrete arrays). Missing,
+  unexpected or mis-shaped parameters are reported by name; nothing is loaded partially
+  unless asked for:
+
+  * `prefixes=()` loads every parameter. If `config` is given, a checkpoint whose
+    `config.model` differs is refused with the differing fields.
+  * `prefixes=('patch_embed', 'encoder')` loads only those top-level subtrees (e.g. a
+    pretrained backbone into a classifier whose head the checkpoint lacks) and keeps
+    `target_params` elsewhere, so `target_params` must then be concrete arrays. The
+    `config.model` check is skipped (the two models differ by design); the names and
+    shapes under the prefixes are still checked exactly.
   """
   directory = path
   if os.path.isdir(os.path.join(path, "checkpoints")):
@@ -165,6 +223,10 @@ def load_params(
       step,
       args=ocp.args.Composite(state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()),
   )
+  source = f"{directory}/{step}"
+  loaded = restored.state["params"]
+  if prefixes:
+    return _place_subtrees(loaded, target_params, tuple(prefixes), source=source)
   if config is not None:
     differences = config_differences(restored.config, config_to_json(config), "model")
     if differences:
@@ -172,7 +234,23 @@ def load_params(
           f"config.init_from={path!r} was trained with a different `config.model`:\n  "
           + "\n  ".join(differences)
       )
-  return place_params(restored.state["params"], abstract_params, source=f"{directory}/{step}")
+  return place_params(loaded, target_params, source=source)
+
+
+def _place_subtrees(
+    loaded: Any, target_params: Any, prefixes: tuple[str, ...], *, source: str
+) -> Any:
+  """`target_params` with its top-level subtrees named in `prefixes` taken from `loaded`."""
+  absent = sorted({name for name in prefixes if name not in loaded} |
+                  {name for name in prefixes if name not in target_params})
+  if absent:
+    raise CheckpointError(
+        f"config.init_from_prefixes={prefixes}: {absent} not in both {source} "
+        f"(has {sorted(loaded)}) and the model (has {sorted(target_params)})."
+    )
+  placed = place_params({name: loaded[name] for name in prefixes},
+                        {name: target_params[name] for name in prefixes}, source=source)
+  return {**target_params, **placed}
 
 
 def place_params(loaded: Any, abstract_params: Any, *, source: str) -> Any:

@@ -6,6 +6,11 @@ and, when `fsdp > 1`, their largest divisible dimension is split over `fsdp` (Ze
 XLA inserts the all-gathers). Axes are `AxisType.Auto` so the compiler propagates shardings
 from the few annotations we give (big_vision style); jax 0.10 defaults `make_mesh` to
 Explicit axes, hence the explicit argument.
+
+`config.mesh.num_devices` (default -1: all) builds the mesh from the first n devices only,
+so one process with 8 simulated CPU devices can also run the 1- and 4-device versions of a
+run (parity tests, restoring a checkpoint on a smaller topology). Multi-process runs must
+use every device: each process feeds its own devices.
 """
 
 import math
@@ -21,8 +26,12 @@ DATA_AXES = ("data", "fsdp")
 
 
 def default_mesh_config() -> ml_collections.ConfigDict:
-  """`data: -1` takes every device not used by `fsdp`."""
-  return ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14))
+  """`data: -1` takes every device not used by `fsdp`; `num_devices: -1` uses all devices.
+
+  `fsdp_min_size`: arrays with fewer elements stay replicated even when `fsdp > 1` (the
+  all-gather would cost more than the memory it saves).
+  """
+  return ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14, num_devices=-1))
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
@@ -44,10 +53,31 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
   return data, fsdp
 
 
+def mesh_devices(mesh_config: ml_collections.ConfigDict) -> list[jax.Device]:
+  """The devices the mesh spans: all of them, or the first `config.mesh.num_devices`."""
+  devices = jax.devices()
+  num_devices = mesh_config.get("num_devices", -1)
+  if num_devices == -1 or num_devices == len(devices):
+    return devices
+  if not 1 <= num_devices <= len(devices):
+    raise ValueError(
+        f"config.mesh.num_devices={num_devices} must be -1 (all) or between 1 and the "
+        f"device count {len(devices)}."
+    )
+  if jax.process_count() > 1:
+    raise ValueError(
+        f"config.mesh.num_devices={num_devices}: a run over {jax.process_count()} processes "
+        f"must use all {len(devices)} devices (set config.mesh.num_devices=-1)."
+    )
+  return devices[:num_devices]
+
+
 def make_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-  shape = mesh_shape(mesh_config, jax.device_count())
+  devices = mesh_devices(mesh_config)
+  shape = mesh_shape(mesh_config, len(devices))
   return jax.make_mesh(
-      shape, DATA_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(DATA_AXES)
+      shape, DATA_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(DATA_AXES),
+      devices=devices,
   )
 
 

@@ -9,16 +9,28 @@ A *task* supplies what is model-specific (see `docs/design.md`):
   eval_fn(params, batch, rng) -> {name: (sum, count)}         mask-weighted by batch['_mask']
   summaries(params, batch, rng) -> {name: uint8 [b, T, H, W, 3]}
   validate_config(config) -> None                              raises ValueError naming the field
+Optional: frozen_params(params) -> pytree of bool (never updated, see `make_optimizer`) and
+validate_batch(host_batch) -> None (raises on bad inputs before they reach the devices).
 Everything else (sharding, optimizer, checkpoints, metrics, NaN guard) lives here once.
 
 Train-state layout: {'step', 'params', 'opt_state', 'nonfinite_steps', 'last_nonfinite_step'}.
 Randomness is `fold_in(key(seed), step)`, so the state needs no RNG and a resumed run draws
 the same numbers as an uninterrupted one.
+
+Faults (tested by `tests/test_fault_injection.py`, figures in `docs/reliability.md`):
+- SIGTERM/SIGINT: checkpoint at the current step, a `preempted` record in metrics.jsonl,
+  exit code 0; a second signal ends the process at once (default action, exit -signal).
+- Restart with the same command: resumes from the newest readable checkpoint (state, data
+  position) and drops the metrics.jsonl records logged after it, which it logs again.
+- Unwritable workdir or a disk too small for two checkpoints: OSError before any work.
+- Non-finite loss or gradient: never applied; `nan_policy='stop'` raises naming the step,
+  its metrics and the last good checkpoint (a stopped run saves nothing after it).
 """
 
 import json
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -81,6 +93,81 @@ def check_workdir_writable(workdir: str) -> None:
     ) from error
 
 
+def check_checkpoint_space(workdir: str, abstract_state: PyTree) -> None:
+  """Fails at start-up if `workdir`'s disk cannot hold two checkpoints of the state.
+
+  Two because the newest complete checkpoint is kept while the next one is written. The
+  size is the uncompressed state, an upper bound of what orbax writes. Object stores
+  (`gs://...`) report no free space and are not checked.
+  """
+  if "://" in workdir:
+    return
+  checkpoint_bytes = sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+                         for leaf in jax.tree.leaves(abstract_state))
+  free_bytes = shutil.disk_usage(workdir).free
+  if free_bytes < 2 * checkpoint_bytes:
+    raise OSError(
+        f"--workdir={workdir!r} has {free_bytes / 2**20:.1f} MiB free, but two checkpoints "
+        f"of this train state need {2 * checkpoint_bytes / 2**20:.1f} MiB. Free some space "
+        "or pick a larger disk."
+    )
+
+
+def drop_metric_records_after(workdir: str, step: int | None) -> None:
+  """Removes the `metrics.jsonl` records of steps after checkpoint `step` (all if None).
+
+  A run that dies after its last checkpoint has logged steps that the resumed run logs
+  again; dropping them on resume leaves one record per (step, split), all written by the
+  run that went on. A line cut short by the kill does not parse and is dropped too.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+
+  def keep(line: str) -> bool:
+    try:
+      return step is not None and json.loads(line)["step"] <= step
+    except (json.JSONDecodeError, KeyError):
+      return False
+
+  kept = [line for line in lines if keep(line)]
+  if len(kept) == len(lines):
+    return
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+  logging.warning("Dropped %d metrics.jsonl records after step %s, logged by the interrupted "
+                  "run; the resumed run logs those steps again.", len(lines) - len(kept), step)
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, task: Task
+) -> tuple[optax.GradientTransformation, Callable]:
+  """`config.optimizer`'s optimizer; parameters the task marks frozen are never updated.
+
+  A task may define `frozen_params(params) -> pytree of bool` (e.g. a pretrained backbone
+  under trained readout heads). Frozen leaves get `optax.set_to_zero()`: no update, no
+  weight decay, no optimizer state, so they stay bitwise equal to their loaded values.
+  """
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  frozen_params = getattr(task, "frozen_params", None)
+  if frozen_params is None:
+    return tx, schedule
+  label = lambda params: jax.tree.map(lambda frozen: "frozen" if frozen else "trained",
+                                      frozen_params(params))
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, label), schedule
+
+
+def check_batch(task: Task, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Runs the task's optional host-side `validate_batch` (raises on bad inputs)."""
+  validate_batch = getattr(task, "validate_batch", None)
+  if validate_batch is not None:
+    validate_batch(local_batch)
+  return local_batch
+
+
 def validate_common_config(config: ml_collections.ConfigDict) -> None:
   """Checks of the fields every trainer config has; errors name the field."""
   for field in ("num_train_steps", "batch_size", "log_every_steps", "eval_every_steps",
@@ -100,12 +187,15 @@ def validate_common_config(config: ml_collections.ConfigDict) -> None:
 class _PreemptionWatch:
   """SIGTERM/SIGINT ask for a checkpoint and a clean exit; a second signal exits at once."""
 
+  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
     self.requested = False
+    self.signal_number = 0
     self._previous_handlers = {}
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in self._SIGNALS:
       self._previous_handlers[sig] = signal.signal(sig, self._handle)
     return self
 
@@ -115,11 +205,15 @@ class _PreemptionWatch:
 
   def _handle(self, signum, frame):
     del frame
-    if self.requested:
-      raise SystemExit(128 + signum)
     logging.warning("Signal %d: saving a checkpoint, then exiting. Send again to exit now.",
                     signum)
     self.requested = True
+    self.signal_number = signum
+    # The second signal gets the default action: the kernel ends the process even while
+    # Python waits in XLA or in the checkpoint save (a Python handler would run only when
+    # that returns). An interrupted save leaves only a tmp directory that orbax ignores.
+    for sig in self._SIGNALS:
+      signal.signal(sig, signal.SIG_DFL)
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() == 1:
@@ -155,7 +249,8 @@ def make_train_step(
         params=keep_new(new_params, state["params"]),
         opt_state=keep_new(new_opt_state, state["opt_state"]),
         nonfinite_steps=state["nonfinite_steps"] + (~finite).astype(jnp.int32),
-        last_nonfinite_step=jnp.where(finite, state["last_nonfinite_step"], step),
+        # Numbered like metrics.jsonl: update n is step n.
+        last_nonfinite_step=jnp.where(finite, state["last_nonfinite_step"], step + 1),
     )
     metrics = dict(
         metrics,
@@ -202,7 +297,7 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   validate_common_config(config)
   task.validate_config(config)
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, schedule = make_optimizer(config, task)
   _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(0))
   train_step = make_train_step(task, tx, schedule, config)
   compiled = jax.jit(train_step).lower(abstract_state, spec).compile()
@@ -215,7 +310,7 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   )
 
 
-def _evaluate(params, config, mesh, eval_fn) -> tuple[dict[str, float], dict]:
+def _evaluate(params, config, mesh, eval_fn, task) -> tuple[dict[str, float], dict]:
   """Runs the padded eval split once.
 
   Returns the mask-weighted means and the first (global) batch, for summaries.
@@ -225,7 +320,7 @@ def _evaluate(params, config, mesh, eval_fn) -> tuple[dict[str, float], dict]:
   counts: dict[str, float] = {}
   first_batch = None
   for batch_index, local_batch in enumerate(eval_iter):
-    batch = sharding.host_to_global(local_batch, mesh)
+    batch = sharding.host_to_global(check_batch(task, local_batch), mesh)
     first_batch = batch if first_batch is None else first_batch
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2), batch_index)
     for name, (total, count) in jax.device_get(eval_fn(params, batch, rng)).items():
@@ -259,19 +354,24 @@ def train_and_evaluate(
   batch_sharding = sharding.batch_sharding(mesh)
 
   # ---- Shapes first: the abstract state decides the shardings ------------------------------
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, schedule = make_optimizer(config, task)
   init_state, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(config.seed))
   state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
   parameter_counts = count_params_per_part(abstract_state["params"])
   logging.info("Parameters per part: %s", parameter_counts)
+  check_checkpoint_space(workdir, abstract_state)
 
   # ---- Restore, or initialise sharded at birth ---------------------------------------------
   checkpointer = checkpoint.Checkpointer(
-      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep,
+      # Async (default) trains on while a save is written, so a SIGKILL can lose up to one
+      # interval plus the steps of one save; False bounds the loss by the interval.
+      async_save=config.get("checkpoint_async", True), owner=True,
   )
   restored = checkpointer.restore_latest(
       sharding.with_shardings(abstract_state, state_sharding), config
   )
+  drop_metric_records_after(workdir, None if restored is None else int(restored[0]["step"]))
   if restored is not None:
     state, data_state = restored
     train_iter.set_state(data_state)
@@ -314,8 +414,14 @@ def train_and_evaluate(
                        disable=jax.process_index() != 0, dynamic_ncols=True)
   timer_step, timer_start = first_step, time.perf_counter()
 
-  def check_finite(step: int):
-    """Raises (stop policy) if any step since the last check was non-finite."""
+  def check_finite(step: int, logged_metrics: dict[str, float] | None = None):
+    """Raises (stop policy) if any step since the last check was non-finite.
+
+    Args:
+      step: the current step.
+      logged_metrics: this step's metrics, if it was logged; quoted when it is the
+        offending step.
+    """
     nonlocal last_checked_nonfinite
     count = int(state["nonfinite_steps"])
     if count == last_checked_nonfinite:
@@ -325,19 +431,24 @@ def train_and_evaluate(
     if config.nan_policy == "skip":
       logging.warning("Skipped %d non-finite steps so far (latest: %d).", count, bad_step)
       return
+    checkpointer.wait()  # A save in flight is of finite state: let it complete, then name it.
     latest = checkpointer.latest_step()
+    last_good = ("none saved yet" if latest is None else
+                 f"{checkpointer.directory}/{latest} (kept; a stopped run saves nothing)")
+    offending = logged_metrics if bad_step == step and logged_metrics else (
+        "not logged (config.log_every_steps > 1)")
     raise NonFiniteLossError(
-        f"Non-finite loss or gradient at step {bad_step} (checked at step {step}); the update "
-        f"was not applied. Last finite train metrics: {last_finite_metrics}. Last good "
-        f"checkpoint: {checkpointer.directory}/{latest} (kept; not overwritten). Lower the "
-        "learning rate, check the input data, or set config.nan_policy='skip'."
+        f"Non-finite loss or gradient at step {bad_step} (checked at step {step}); the "
+        f"update was not applied. Metrics of step {bad_step}: {offending}. Last finite "
+        f"train metrics: {last_finite_metrics}. Last good checkpoint: {last_good}. Lower "
+        "the learning rate, check the input data, or set config.nan_policy='skip'."
     )
 
   step = first_step
   with _PreemptionWatch() as preemption:
     try:
       while step < config.num_train_steps:
-        batch = sharding.host_to_global(next(train_iter), mesh)
+        batch = sharding.host_to_global(check_batch(task, next(train_iter)), mesh)
         state, metrics = train_step(state, batch)
         step += 1
         progress.update(1)
@@ -349,15 +460,16 @@ def train_and_evaluate(
           train_metrics = {k: float(v) for k, v in metrics.items()}
           train_metrics.update(steps_per_sec=steps_per_sec,
                                examples_per_sec=steps_per_sec * config.batch_size)
-          check_finite(step)
+          # Written before the check, so metrics.jsonl shows the offending values too.
+          writer.write_scalars(step, train_metrics, split="train")
+          check_finite(step, train_metrics)
           if all(np.isfinite(v) for v in train_metrics.values()):
             last_finite_metrics = train_metrics
-          writer.write_scalars(step, train_metrics, split="train")
           progress.set_postfix(loss=f"{train_metrics['loss']:.4g}")
           timer_step, timer_start = step, time.perf_counter()
 
         if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-          eval_metrics, first_batch = _evaluate(state["params"], config, mesh, eval_fn)
+          eval_metrics, first_batch = _evaluate(state["params"], config, mesh, eval_fn, task)
           writer.write_scalars(step, eval_metrics, split=config.data.eval_split)
           videos = summaries_fn(state["params"], first_batch, jax.random.key(config.seed))
           writer.write_videos(step, jax.device_get(videos))
@@ -368,7 +480,9 @@ def train_and_evaluate(
           check_finite(step)
           checkpointer.save(step, state, train_iter.get_state(), config)
         if stop:
-          logging.warning("Stopped at step %d after a signal; checkpoint saved.", step)
+          writer.write_scalars(step, {"signal": preemption.signal_number}, split="preempted")
+          logging.warning("Stopped at step %d after signal %d; checkpoint saved to %s/%d.",
+                          step, preemption.signal_number, checkpointer.directory, step)
           break
     finally:
       progress.close()
@@ -389,7 +503,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_divisible(config.eval_batch_size, mesh)
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
-  tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, _ = make_optimizer(config, task)
   _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(config.seed))
   state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
   checkpointer = checkpoint.Checkpointer(
@@ -408,7 +522,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
   eval_fn = jax.jit(task.eval_fn, in_shardings=(state_sharding["params"],
                                                 sharding.batch_sharding(mesh), None),
                     out_shardings=sharding.replicated(mesh))
-  metrics, _ = _evaluate(state["params"], config, mesh, eval_fn)
+  metrics, _ = _evaluate(state["params"], config, mesh, eval_fn, task)
   step = int(state["step"])
   split = config.data.eval_split
   record = dict(step=step, split=split, dataset=config.data.name, **metrics)

@@ -52,7 +52,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       name="synthetic_movi/32x32_24f",
       # Directory holding the TFDS datasets (local or gs://); None = TFDS default
       # (~/tensorflow_datasets). Synthetic datasets are written there.
-      data_dir=None,
+      data_dir=ml_collections.config_dict.placeholder(str),
       train_split="train",
       eval_split="validation",
       num_frames=8,  # Window length T.
@@ -156,6 +156,7 @@ class _CheckedSource(grain.sources.RandomAccessDataSource):
 
   def __init__(self, builder, split: str, features, stored: _Stored):
     self._source = builder.as_data_source(split, decoders=_decoders(builder))
+    self._builder_name = builder.info.full_name
     self._split = split
     self._features = tuple(features)
     self._stored = stored
@@ -164,7 +165,14 @@ class _CheckedSource(grain.sources.RandomAccessDataSource):
     return len(self._source)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    record = self._source[int(index)]
+    try:
+      record = self._source[int(index)]
+    except Exception as error:  # array_record / protobuf raise many types on bad bytes.
+      raise ValueError(
+          f"Record {self._split}[{int(index)}] of {self._builder_name} cannot be read as a "
+          f"TFDS example ({type(error).__name__}: {error}). The dataset file is corrupt: "
+          "re-copy or re-generate it."
+      ) from error
     return _check_record(_unpack(record, self._features), self._split, int(index),
                          self._stored)
 
@@ -232,8 +240,12 @@ def _decode_frames(record: dict, key: str, frames: np.ndarray, stored: _Stored):
   channels, dtype = _FRAME_LAYOUT[key]
   decoded = []
   for f in frames:
-    with Image.open(io.BytesIO(record[key][f])) as image:
-      decoded.append(np.asarray(image, dtype=dtype if image.mode.startswith("I") else None))
+    try:
+      with Image.open(io.BytesIO(record[key][f])) as image:
+        decoded.append(np.asarray(image, dtype=dtype if image.mode.startswith("I") else None))
+    except OSError as error:  # PIL's UnidentifiedImageError and truncated-file errors.
+      raise ValueError(f"Record {_where(record)}: frame {f} of {key} is not a decodable PNG "
+                       f"({error}).") from error
   decoded = np.stack(decoded)
   decoded = decoded.reshape(decoded.shape[:3] + (-1,))
   expected = (len(frames), stored.height, stored.width, channels)

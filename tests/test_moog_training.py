@@ -1,0 +1,136 @@
+"""MooG through the shared trainer: learning, resuming, describing, config errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import moog_movi
+from configs import moog_tiny
+from moog import model as moog_model
+from moog import task as moog_task
+from videolib import train
+
+DATASET = "synthetic_movi/16x16_8f_train32_val16"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
+  config = moog_tiny.get_config()
+  config.data.name = DATASET
+  config.data.data_dir = data_dir
+  config.data.resolution = 16
+  config.data.num_frames = 4
+  config.data.num_eval_examples = 16
+  config.model = moog_model.tiny_model_config()
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_train_steps = 40
+  config.log_every_steps = 10
+  config.eval_every_steps = 40
+  config.checkpoint_every_steps = 20
+  config.optimizer.warmup_steps = 5
+  config.optimizer.peak_lr = 3e-3
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _records(workdir, split="train"):
+  with open(f"{workdir}/metrics.jsonl") as f:
+    return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def test_training_lowers_the_loss_and_evaluates_against_the_repeat_baseline(data_dir, tmp_path):
+  config = _tiny_config(data_dir)
+  result = train.train_and_evaluate(config, str(tmp_path), moog_task.MooGTask(config))
+  losses = [r["loss"] for r in _records(tmp_path)]
+  assert len(losses) == 4
+  assert losses[-1] < 0.7 * losses[0], losses
+  evals = _records(tmp_path, "validation")
+  assert evals[-1]["step"] == 40
+  for key in ("loss", "psnr", "psnr_frames_1plus", "psnr_repeat_previous_frame"):
+    assert np.isfinite(evals[-1][key]), key
+  assert result["eval_psnr"] == pytest.approx(evals[-1]["psnr"])
+  assert list((tmp_path / "summaries").glob("next_frame_prediction_*.gif"))
+
+
+def test_resume_from_a_checkpoint_continues_the_same_run(data_dir, tmp_path):
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  config = _tiny_config(data_dir, num_train_steps=30, eval_every_steps=1000,
+                        checkpoint_every_steps=10, log_every_steps=1)
+  train.train_and_evaluate(config, str(straight), moog_task.MooGTask(config))
+  # A run that was stopped after step 10: only that checkpoint exists in its workdir.
+  shutil.copytree(straight / "checkpoints" / "10", resumed / "checkpoints" / "10")
+  train.train_and_evaluate(config, str(resumed), moog_task.MooGTask(config))
+  straight_losses = {r["step"]: r["loss"] for r in _records(straight)}
+  resumed_losses = {r["step"]: r["loss"] for r in _records(resumed)}
+  assert sorted(resumed_losses) == list(range(11, 31))
+  for step in range(11, 31):
+    assert resumed_losses[step] == straight_losses[step], step
+
+
+def test_describe_reports_params_per_part_and_train_step_flops(data_dir):
+  config = _tiny_config(data_dir)
+  description = train.describe(config, moog_task.MooGTask(config))
+  params = description["params"]
+  assert set(params) == {"encoder", "predictor", "corrector", "decoder", "state_norm", "total"}
+  assert params["total"] == sum(v for k, v in params.items() if k != "total")
+  assert description["train_step_flops"] > 0
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.predictor.num_heads", 3, r"model\.predictor\.num_heads=3 does not divide"),
+    ("data.num_frames", 1, r"config\.data\.num_frames=1"),
+    ("data.resolution", 18, r"config\.data\.resolution=18 is not divisible"),
+    ("batch_size", 12, r"config\.batch_size=12 is not divisible by the 8 devices"),
+])
+def test_config_errors_name_the_field_before_compiling(data_dir, tmp_path, field, value, message):
+  config = _tiny_config(data_dir)
+  section = config
+  *parents, leaf = field.split(".")
+  for parent in parents:
+    section = section[parent]
+  section[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path), moog_task.MooGTask(config))
+
+
+def test_unknown_config_field_on_the_command_line_is_an_error_naming_it():
+  result = subprocess.run(
+      [sys.executable, "-m", "moog.main", "--config=configs/moog_tiny.py",
+       "--config.num_train_stepz=3", "--mode=describe"],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode != 0
+  assert "num_train_stepz" in result.stderr
+
+
+def test_paper_config_has_the_official_parameter_count():
+  config = moog_movi.get_config()
+  task = moog_task.MooGTask(config)
+  spec = {"video": jax.ShapeDtypeStruct((1, 2, 128, 128, 3), np.float32)}
+  params = jax.eval_shape(task.init, jax.random.key(0), spec)
+  assert train.count_params_per_part(params)["total"] == 34_726_787
+
+
+@pytest.mark.slow
+def test_paper_config_runs_one_training_step_on_cpu(data_dir, tmp_path):
+  config = moog_movi.get_config("synthetic,res=128")
+  config.data.data_dir = data_dir
+  config.data.name = "synthetic_movi/128x128_8f_train8_val8"
+  config.data.num_frames = 2
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_train_steps = 1
+  config.data.num_eval_examples = 8
+  result = train.train_and_evaluate(config, str(tmp_path), moog_task.MooGTask(config))
+  assert np.isfinite(result["loss"])

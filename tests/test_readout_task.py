@@ -1,0 +1,156 @@
+"""Readout training on a frozen pretrained backbone, through the shared trainer."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import moog_readout_tiny
+from configs import moog_tiny
+from moog import grid_baselines
+from moog import model as moog_model
+from moog import readout_task
+from videolib import checkpoint
+from videolib import train
+from videolib.data import pipeline
+from videolib.data import synthetic
+
+_DATASET = 'synthetic_movi/' + synthetic.config_name(32, 8, num_train=16, num_validation=8)
+
+
+def _shrink(config, data_dir, **overrides):
+  """Tiny model, a few steps, batch 8 (one example per simulated device)."""
+  config.model = moog_model.tiny_model_config()
+  config.data.update(name=_DATASET, data_dir=str(data_dir), num_frames=4)
+  config.update(batch_size=8, eval_batch_size=8, log_every_steps=1, num_summary_videos=1)
+  config.optimizer.warmup_steps = 1
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def _readout_config(data_dir, pretrained_dir, arg=None, **overrides):
+  config = _shrink(moog_readout_tiny.get_config(arg), data_dir, **overrides)
+  config.init_from = pretrained_dir
+  config.data.update(num_tracks=8, max_instances=4)
+  config.readout.update(width=16, num_heads=2, qkv_size=16, mlp_dim=32, num_fourier_bases=4,
+                        depth_subsample_train=2)
+  return config
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='module')
+def pretrained(data_dir, tmp_path_factory):
+  """Two steps of MooG pretraining: enough for a checkpoint to read out from."""
+  workdir = str(tmp_path_factory.mktemp('pretrain'))
+  config = _shrink(moog_tiny.get_config(), data_dir, num_train_steps=2, eval_every_steps=2,
+                   checkpoint_every_steps=2)
+  train.train_and_evaluate(config, workdir, grid_baselines.BackbonePretrainTask(config))
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def readout_run(data_dir, pretrained, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('readout'))
+  config = _readout_config(data_dir, pretrained, num_train_steps=30, eval_every_steps=30,
+                           checkpoint_every_steps=30, **{'optimizer.peak_lr': 3e-3})
+  result = train.train_and_evaluate(config, workdir, readout_task.ReadoutTask(config))
+  return config, workdir, result
+
+
+def _records(workdir, split):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def _params(workdir):
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+                                  item_names=('state', 'data', 'config'))
+  state = manager.restore(manager.latest_step(),
+                          args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+  manager.close()
+  return state['params']
+
+
+def test_readout_training_lowers_every_head_loss(readout_run):
+  _, workdir, _ = readout_run
+  records = _records(workdir, 'train')
+  for name in ('points/loss', 'depth/loss', 'boxes/loss', 'loss'):
+    first = np.mean([r[name] for r in records[:3]])
+    last = np.mean([r[name] for r in records[-3:]])
+    assert last < 0.8 * first, (name, first, last)
+
+
+def test_backbone_is_bitwise_unchanged_and_heads_trained(readout_run, pretrained):
+  _, workdir, _ = readout_run
+  before, after = _params(pretrained), _params(workdir)
+  for part in readout_task.BACKBONE_PARTS:
+    for a, b in zip(jax.tree.leaves(before[part]), jax.tree.leaves(after[part])):
+      np.testing.assert_array_equal(a, b)
+  assert sorted(set(after) - set(before)) == ['box_readout', 'depth_readout', 'point_readout']
+
+
+def test_eval_reports_every_metric_and_eval_mode_writes_json(readout_run):
+  config, workdir, result = readout_run
+  for name in ('points_first/average_jaccard', 'points_first/occlusion_accuracy',
+               'points_strided/average_jaccard', 'depth/abs_rel', 'depth/delta_1.25',
+               'boxes/box_iou', 'static_points_first/average_jaccard',
+               'static_points_strided/average_jaccard', 'static_boxes/box_iou',
+               'constant_depth/abs_rel'):
+    assert np.isfinite(result[f'eval_{name}']), name
+  # Longer clips in slices: the eval-only mode on 8-frame videos, 4-frame slices.
+  config.data.num_frames = 8
+  config.readout.eval_slice_frames = 4
+  metrics = train.evaluate(config, workdir, readout_task.ReadoutTask(config))
+  with open(os.path.join(workdir, 'eval_validation_step30.json')) as f:
+    saved = json.load(f)
+  assert saved['step'] == 30 and saved['boxes/box_iou'] == metrics['boxes/box_iou']
+  assert 0.0 <= metrics['points_first/average_jaccard'] <= 1.0
+
+
+@pytest.mark.parametrize('arg, overrides, message', [
+    ('grid_rec', {}, "backbone: 'moog' -> 'grid_rec'"),
+    (None, {'model.token_dim': 16}, 'model.token_dim: 32 -> 16'),
+])
+def test_mismatched_backbone_checkpoint_is_refused(data_dir, pretrained, arg, overrides,
+                                                    message):
+  overrides = dict(overrides)
+  if arg == 'grid_rec':  # A grid-compatible model, so only the backbone kind differs.
+    overrides['model.num_tokens'] = 64
+  config = _readout_config(data_dir, pretrained, arg, **overrides)
+  task = readout_task.ReadoutTask(config)
+  with pytest.raises(checkpoint.CheckpointError, match=message):
+    task.validate_config(config)
+
+
+def test_bad_batches_are_refused_on_the_host(data_dir, pretrained):
+  config = _readout_config(data_dir, pretrained)
+  task = readout_task.ReadoutTask(config)
+  batch = next(iter(pipeline.make_eval_iterator(config.data, global_batch_size=8)))
+  task.validate_batch(batch)
+  batch['query_points'][0, 0, 1] = 40.0  # y outside the 32-pixel frame
+  with pytest.raises(ValueError, match='y outside the frame'):
+    task.validate_batch(batch)
+
+
+def test_trivial_baselines_on_hand_made_inputs():
+  query_points = np.array([[[0.0, 3.0, 5.0]]], np.float32)  # (t, y, x)
+  positions, occluded = readout_task.static_point_predictions(query_points, 3)
+  np.testing.assert_array_equal(positions, [[[[5.0, 3.0]] * 3]])
+  assert not occluded.any()
+  boxes = readout_task.static_box_predictions(np.array([[[0.1, 0.2, 0.3, 0.4]]]), 2)
+  assert boxes.shape == (1, 2, 1, 4)
+  depth = np.arange(2 * 2 * 2 * 2, dtype=np.float32).reshape(1, 2, 2, 2, 2)[..., :1] + 1.0
+  # Frame 0 holds 1, 3, 5, 7: median 4, everywhere.
+  np.testing.assert_array_equal(readout_task.constant_depth_predictions(depth), 4.0)
