@@ -30,7 +30,6 @@ import jax.numpy as jnp
 
 from configs import moog_movi
 from moog import task as moog_task
-from videolib import optim
 from videolib import train
 
 _RESOLUTION = flags.DEFINE_integer("resolution", 128, "Frame size for the memory analysis.")
@@ -54,7 +53,7 @@ def train_step_parts(config, batch_size: int, resolution: int):
   task = moog_task.MooGTask(config)
   spec = {"video": jax.ShapeDtypeStruct(
       (batch_size, config.data.num_frames, resolution, resolution, 3), jnp.float32)}
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, schedule = train.make_optimizer(config, task)
   init_state, abstract = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   return init_state, abstract, train.make_train_step(task, tx, schedule, config), spec
 

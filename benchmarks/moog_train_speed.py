@@ -29,7 +29,6 @@ import numpy as np
 from ml_collections import config_flags
 
 from moog import task as moog_task
-from videolib import optim
 from videolib import train
 from videolib.data import pipeline
 
@@ -56,7 +55,7 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
 def train_step_speed(config, steps: int) -> dict:
   task = moog_task.MooGTask(config)
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, schedule = train.make_optimizer(config, task)
   init_state, abstract_state = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   step_fn = jax.jit(train.make_train_step(task, tx, schedule, config), donate_argnums=(0,))
   compiled = step_fn.lower(abstract_state, spec).compile()
@@ -94,7 +93,7 @@ def main(argv):
   config = _CONFIG.value
   peak = matmul_peak_flops()
   result = dict(
-      config=os.path.basename(flags.FLAGS["config"].value),
+      config=config_flags.get_config_filename(flags.FLAGS["config"]),
       machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
       backend=jax.default_backend(),
       batch_size=config.batch_size,

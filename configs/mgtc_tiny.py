@@ -71,6 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
   config.checkpoint_max_to_keep = 1
+  config.checkpoint_async = False  # Blocking saves: a kill loses at most one interval.
   config.init_from = ""
   # Fine-tuning loads only the backbone of a pretraining run; the head starts fresh.
   config.init_from_prefixes = ("patch_embed", "encoder")

@@ -60,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 10 * steps_per_epoch
   config.checkpoint_every_steps = 2 * steps_per_epoch
   config.checkpoint_max_to_keep = 3
+  config.checkpoint_async = True  # Train on while saving; a kill may lose one save more.
   config.init_from = ""
   config.init_from_prefixes = ("patch_embed", "encoder")
   config.nan_policy = "stop"

@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 5000
   config.checkpoint_every_steps = 5000
   config.checkpoint_max_to_keep = 3
+  config.checkpoint_async = True  # Train on while saving; a kill may lose one save more.
   config.init_from = ""
   config.nan_policy = "stop"
   config.num_summary_videos = 4

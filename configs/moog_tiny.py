@@ -1,11 +1,19 @@
 r"""Tiny MooG on the built-in synthetic data: the quick start, trains on 2 CPU cores.
 
 Run:
-  python -m moog.main --config=configs/moog_tiny.py --workdir=/tmp/moog_tiny
+  python -m moog.main --config=configs/moog_tiny.py --workdir=runs/moog_tiny
 
 Same model family as `moog_movi.py` (same blocks, recurrence, loss, optimizer), scaled
-down: 32x32 frames, 8-frame windows, 64 tokens x 64, one-layer predictor and corrector,
-two-layer decoder. Expected numbers are in `docs/results.md` (measured, with commands).
+down: 32x32 frames, 8-frame windows, batch 8, 64 tokens x 64, one-layer predictor and
+corrector, two-layer decoder (282,851 parameters).
+
+Measured (2-core x86_64 CPU, see docs/results.md for commands):
+- speed: 6.9 train steps/s on an idle machine (1.57 GFLOP per step), so the 2,000 steps
+  take about 5 minutes plus data preparation (~1.5 minutes on first use);
+- validation next-frame PSNR (frames 1..7): 16.5 dB at step 500, 16.6 dB at step 2,000;
+  repeating the previous frame scores 23.4 dB. The tiny model stays at the "mean colour
+  of the video" solution for at least 2,000 steps (it cannot yet beat the repeat
+  baseline); see docs/results.md for what was tried.
 """
 
 import ml_collections
@@ -20,13 +28,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.num_train_steps = 3000
+  config.num_train_steps = 2000
   config.batch_size = 8
   config.eval_batch_size = 16
   config.log_every_steps = 50
-  config.eval_every_steps = 1000
+  config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
   config.checkpoint_max_to_keep = 3
+  config.checkpoint_async = False  # Blocking saves: a kill loses at most one interval.
   config.init_from = ""
   config.nan_policy = "stop"
   config.num_summary_videos = 4

@@ -51,7 +51,7 @@ def get_config(data_dir: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 4
   config.checkpoint_max_to_keep = 3
-  config.checkpoint_async = True  # Read by the trainer with this default; see train.py.
+  config.checkpoint_async = True  # The suite kills runs during async saves too.
   config.num_summary_videos = 1
   config.optimizer.warmup_steps = 2
   return config

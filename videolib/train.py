@@ -366,7 +366,7 @@ def train_and_evaluate(
       os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep,
       # Async (default) trains on while a save is written, so a SIGKILL can lose up to one
       # interval plus the steps of one save; False bounds the loss by the interval.
-      async_save=config.get("checkpoint_async", True), owner=True,
+      async_save=config.checkpoint_async, owner=True,
   )
   restored = checkpointer.restore_latest(
       sharding.with_shardings(abstract_state, state_sharding), config
