@@ -62,6 +62,13 @@ def test_training_lowers_the_loss_and_evaluates_against_the_repeat_baseline(data
     assert np.isfinite(evals[-1][key]), key
   assert result["eval_psnr"] == pytest.approx(evals[-1]["psnr"])
   assert list((tmp_path / "summaries").glob("next_frame_prediction_*.gif"))
+  # Eval-only from another run's parameters (no checkpoint of its own) gives the same numbers.
+  eval_config = _tiny_config(data_dir, init_from=str(tmp_path))
+  eval_dir = tmp_path / "eval_only"
+  metrics = train.evaluate(eval_config, str(eval_dir), moog_task.MooGTask(eval_config))
+  assert metrics["psnr"] == pytest.approx(evals[-1]["psnr"], rel=1e-6)
+  assert json.loads((eval_dir / "eval_validation_step0.json").read_text())["psnr"] == (
+      pytest.approx(metrics["psnr"]))
 
 
 def test_resume_from_a_checkpoint_continues_the_same_run(data_dir, tmp_path):

@@ -14,6 +14,7 @@ to `unreadable/`. Saves cut short by SIGKILL leave `<step>.orbax-checkpoint-tmp`
 orbax never restores and the next training run removes.
 """
 
+from collections.abc import Callable
 import json
 import os
 import time
@@ -28,6 +29,8 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 _ITEMS = ("state", "data", "config")
+# Separator of the flat parameter names in `.npz` files ("encoder/conv_0/kernel").
+NPZ_KEY_SEPARATOR = "/"
 
 
 class CheckpointError(RuntimeError):
@@ -192,10 +195,13 @@ def load_params(
     config: ml_collections.ConfigDict | None = None,
     *,
     prefixes: tuple[str, ...] = (),
+    key_map: Callable[[str], str] | None = None,
 ) -> Any:
   """Loads only the parameters of another run's newest checkpoint (`config.init_from`).
 
-  `path` is a run's workdir or its `checkpoints/` directory. The parameters are placed
+  `path` is a run's workdir or its `checkpoints/` directory, or a `.npz` file of flat
+  "a/b/c" parameter names (see `load_npz_params`; `key_map` renames its keys, and the
+  `config.model` check is skipped: the file holds no config). The parameters are placed
   into the shardings of `target_params` (abstract or concrete arrays). Missing,
   unexpected or mis-shaped parameters are reported by name; nothing is loaded partially
   unless asked for:
@@ -208,6 +214,11 @@ def load_params(
     `config.model` check is skipped (the two models differ by design); the names and
     shapes under the prefixes are still checked exactly.
   """
+  if path.endswith(".npz"):
+    loaded = read_npz_params(path, key_map)
+    if prefixes:
+      return _place_subtrees(loaded, target_params, tuple(prefixes), source=path)
+    return place_params(loaded, target_params, source=path)
   directory = path
   if os.path.isdir(os.path.join(path, "checkpoints")):
     directory = os.path.join(path, "checkpoints")
@@ -280,3 +291,90 @@ def place_params(loaded: Any, abstract_params: Any, *, source: str) -> Any:
 
   placed = [to_global(path, leaf) for path, leaf in leaves]
   return jax.tree_util.tree_unflatten(treedef, placed)
+
+
+def flatten_params(params: Any) -> dict[str, np.ndarray]:
+  """Nested dict of arrays -> `{"a/b/c": array}` as full host numpy copies.
+
+  Arrays sharded across processes are all-gathered, so every process must call this.
+  """
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = [str(entry.key) for entry in path]
+    invalid = [name for name in names if not name or NPZ_KEY_SEPARATOR in name]
+    if invalid:
+      raise ValueError(
+          f"Parameter {jax.tree_util.keystr(path)}: names must be non-empty and free of "
+          f"{NPZ_KEY_SEPARATOR!r} to be stored as flat keys; got {invalid}.")
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      leaf = multihost_utils.process_allgather(leaf, tiled=True)
+    flat[NPZ_KEY_SEPARATOR.join(names)] = np.asarray(jax.device_get(leaf))
+  return flat
+
+
+def unflatten_params(flat: dict[str, Any]) -> dict[str, Any]:
+  """`{"a/b/c": array}` -> nested dict; a name that is both an array and a prefix is refused."""
+  nested: dict[str, Any] = {}
+  for key in sorted(flat):
+    *parents, leaf_name = key.split(NPZ_KEY_SEPARATOR)
+    node = nested
+    for depth, name in enumerate(parents):
+      node = node.setdefault(name, {})
+      if not isinstance(node, dict):
+        raise CheckpointError(
+            f"Flat key {key!r} lies under {NPZ_KEY_SEPARATOR.join(parents[:depth + 1])!r}, "
+            "which is itself an array.")
+    node[leaf_name] = flat[key]
+  return nested
+
+
+def save_npz_params(path: str, params: Any) -> None:
+  """Writes `params` (nested dict of arrays) to `path` as `.npz` with flat "a/b/c" keys.
+
+  Every process must call it (arrays sharded across processes are all-gathered); process
+  0 writes the file.
+  """
+  flat = flatten_params(params)
+  if jax.process_index() == 0:
+    with open(path, "wb") as f:
+      np.savez(f, **flat)
+
+
+def read_npz_params(path: str, key_map: Callable[[str], str] | None = None) -> dict[str, Any]:
+  """Reads an `.npz` of flat "a/b/c" keys into a nested dict of numpy arrays.
+
+  Args:
+    path: the `.npz` file.
+    key_map: renames each stored key (e.g. a released file's names to this project's)
+      before nesting; two keys renamed to the same name are refused.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path!r}: no such .npz file.")
+  with np.load(path, allow_pickle=False) as stored:
+    flat = {}
+    for stored_key in stored.files:
+      key = key_map(stored_key) if key_map else stored_key
+      if key in flat:
+        raise CheckpointError(f"{path}: two stored keys map to {key!r} (one is {stored_key!r}).")
+      flat[key] = stored[stored_key]
+  return unflatten_params(flat)
+
+
+def load_npz_params(
+    path: str, abstract_params: Any, key_map: Callable[[str], str] | None = None
+) -> Any:
+  """Loads an `.npz` of flat "a/b/c" keys into the names, shapes and shardings of a model.
+
+  Strict: missing, unexpected and mis-shaped parameters are reported by name (see
+  `place_params`); there is no partial load.
+
+  Args:
+    path: the `.npz` file (e.g. written by `save_npz_params`).
+    abstract_params: the target tree; its leaves (concrete arrays or
+      `jax.ShapeDtypeStruct`s with a sharding) give the shapes, dtypes and shardings.
+    key_map: optional renaming of the stored keys, see `read_npz_params`.
+
+  Returns:
+    The parameters as global `jax.Array`s in `abstract_params`' structure.
+  """
+  return place_params(read_npz_params(path, key_map), abstract_params, source=path)

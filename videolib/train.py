@@ -493,7 +493,7 @@ def train_and_evaluate(
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[str, float]:
-  """Evaluates the newest checkpoint in `workdir` on `config.data.eval_split`.
+  """Evaluates the newest checkpoint in `workdir` (else `config.init_from`) on the eval split.
 
   Writes `<workdir>/eval_<split>_step<N>.json` and a `metrics.jsonl` record; returns the
   metrics.
@@ -513,17 +513,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
       sharding.with_shardings(abstract_state, state_sharding), config
   )
   checkpointer.close()
-  if restored is None:
+  if restored is not None:
+    params, step = restored[0]["params"], int(restored[0]["step"])
+  elif config.init_from:
+    # No run of our own yet: evaluate the parameters `init_from` names (a workdir or .npz).
+    abstract_params = sharding.with_shardings(abstract_state["params"], state_sharding["params"])
+    params, step = checkpoint.load_params(config.init_from, abstract_params, config), 0
+  else:
     raise FileNotFoundError(
-        f"--mode=eval: no checkpoint in {workdir}/checkpoints. Train first, or pass the "
-        "workdir of a training run."
+        f"--mode=eval: no checkpoint in {workdir}/checkpoints and no config.init_from. Train "
+        "first, pass the workdir of a training run, or set --config.init_from=PATH."
     )
-  state, _ = restored
+  os.makedirs(workdir, exist_ok=True)
   eval_fn = jax.jit(task.eval_fn, in_shardings=(state_sharding["params"],
                                                 sharding.batch_sharding(mesh), None),
                     out_shardings=sharding.replicated(mesh))
-  metrics, _ = _evaluate(state["params"], config, mesh, eval_fn, task)
-  step = int(state["step"])
+  metrics, _ = _evaluate(params, config, mesh, eval_fn, task)
   split = config.data.eval_split
   record = dict(step=step, split=split, dataset=config.data.name, **metrics)
   if jax.process_index() == 0:
