@@ -18,11 +18,8 @@ Run:
   python -m moog.main --config=configs/moog_ego4d.py --config.init_from=PATH.npz \
       --mode=eval --workdir=DIR
 `config.init_from` is read by `videolib.checkpoint.load_params`, which loads `.npz`
-files strictly (missing, unexpected and mis-shaped names are listed). Caveat: at the
-time of writing, `--mode=eval` (`videolib.train.evaluate`) evaluates the newest orbax
-checkpoint in `--workdir` and does not read `config.init_from`; only `--mode=train`
-initialises from it. The command above needs `evaluate` to fall back to `init_from`
-when `--workdir` holds no checkpoint.
+files strictly (missing, unexpected and mis-shaped names are listed); `--mode=eval`
+evaluates those parameters when `--workdir` holds no checkpoint of its own.
 """
 
 import ml_collections
