@@ -189,6 +189,42 @@ class Checkpointer:
     return None
 
 
+def read_run_params(path: str) -> tuple[Any, dict[str, Any], str]:
+  """The parameters and config of the newest checkpoint of a run, whatever its topology.
+
+  `path` is a run's workdir or its `checkpoints/` directory. The whole train state is
+  restored onto this process's first device (its metadata gives the shapes), so a run
+  written on any number of devices can be read on any machine; only the parameters are
+  returned, with the saved config (JSON) and the checkpoint path.
+  """
+  directory = path
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    directory = os.path.join(path, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f"config.init_from={path!r}: no such directory. Pass the workdir of a training run."
+    )
+  manager = ocp.CheckpointManager(
+      directory,
+      item_names=_ITEMS,
+      item_handlers=dict(state=ocp.StandardCheckpointHandler(),
+                         data=ocp.JsonCheckpointHandler(),
+                         config=ocp.JsonCheckpointHandler()),
+  )
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint in {directory}.")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+      manager.item_metadata(step)["state"],
+  )
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
+  manager.close()
+  return restored.state["params"], restored.config, f"{directory}/{step}"
+
+
 def load_params(
     path: str,
     target_params: Any,
@@ -219,27 +255,11 @@ def load_params(
     if prefixes:
       return _place_subtrees(loaded, target_params, tuple(prefixes), source=path)
     return place_params(loaded, target_params, source=path)
-  directory = path
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    directory = os.path.join(path, "checkpoints")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(
-        f"config.init_from={path!r}: no such directory. Pass the workdir of a training run."
-    )
-  manager = ocp.CheckpointManager(directory, item_names=_ITEMS)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint in {directory}.")
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()),
-  )
-  source = f"{directory}/{step}"
-  loaded = restored.state["params"]
+  loaded, saved_config, source = read_run_params(path)
   if prefixes:
     return _place_subtrees(loaded, target_params, tuple(prefixes), source=source)
   if config is not None:
-    differences = config_differences(restored.config, config_to_json(config), "model")
+    differences = config_differences(saved_config, config_to_json(config), "model")
     if differences:
       raise CheckpointError(
           f"config.init_from={path!r} was trained with a different `config.model`:\n  "

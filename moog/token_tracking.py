@@ -1,0 +1,146 @@
+"""Where MooG's state tokens look: attention maps, centroid tracks and a consistency score.
+
+The corrector's cross-attention lets each state token read the encoder grid of the
+current frame. Its weights, `[*b, T, heads, n, N_enc]` with `N_enc = h * w` (row-major
+grid, as the encoder flattens it), say where on the frame each token looks. This module
+turns them into
+
+* `attention_maps`: `[*b, T, n, h, w]`, the weights averaged over heads;
+* `attention_centroids`: `[*b, T, n, 2]`, the attention-weighted mean (y, x) of the grid
+  cell centres, in pixel units of the frame (pixel `p` covers `[p, p + 1)`, so a cell of
+  an `s`-strided grid at row `i` is centred at `(i + 0.5) * s`);
+* `token_consistency`: how consistently each token keeps looking at the same
+  ground-truth segment over time (see that function for the definition).
+
+All functions are pure and jittable (`num_segments` must be static).
+"""
+
+import einops
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+
+def corrector_cross_attention(
+    intermediates: dict, layer: int = -1
+) -> Float[Array, 'b T heads n N']:
+  """The corrector's cross-attention weights from MooG's sown intermediates.
+
+  Args:
+    intermediates: `variables['intermediates']` of `MooG.apply(..., mutable=
+      ['intermediates'])` on a batched video `[b, T, H, W, 3]`.
+    layer: which corrector block; the default is the last one.
+
+  Returns:
+    `[b, T, heads, n, N_enc]` weights (the scan stacks them time-major; moved here to
+    batch-major).
+  """
+  corrector = intermediates['corrector']
+  blocks = sorted((name for name in corrector if name.startswith('block_')),
+                  key=lambda name: int(name.removeprefix('block_')))
+  (weights,) = corrector[blocks[layer]]['cross_attention']['attention_weights']
+  return einops.rearrange(weights, 't b heads n k -> b t heads n k')
+
+
+def attention_maps(
+    cross_attention: Float[Array, '*b T heads n N'], grid_shape: tuple[int, int]
+) -> Float[Array, '*b T n h w']:
+  """Per-token attention over the encoder grid, averaged over heads.
+
+  Args:
+    cross_attention: corrector cross-attention weights; `N = h * w`, row-major.
+    grid_shape: the encoder grid `(h, w)`.
+
+  Returns:
+    `[*b, T, n, h, w]`; each map sums to 1 (unless all keys were masked).
+  """
+  height, width = grid_shape
+  mean_over_heads = jnp.mean(cross_attention, axis=-3)
+  return einops.rearrange(mean_over_heads, '... n (h w) -> ... n h w', h=height, w=width)
+
+
+def attention_centroids(
+    maps: Float[Array, '*b n h w'], frame_shape: tuple[int, int]
+) -> Float[Array, '*b n 2']:
+  """Attention-weighted centroid (y, x) of each map, in pixel units of the frame.
+
+  Args:
+    maps: attention maps over an `h x w` grid (any leading axes), each summing to 1.
+    frame_shape: `(H, W)` of the frame the grid covers; cell `(i, j)` is centred at
+      `((i + 0.5) * H / h, (j + 0.5) * W / w)`.
+
+  Returns:
+    `[*b, n, 2]` centroids; a map that sums to 0 gives (0, 0).
+  """
+  grid_h, grid_w = maps.shape[-2:]
+  frame_h, frame_w = frame_shape
+  cell_y = (jnp.arange(grid_h) + 0.5) * (frame_h / grid_h)
+  cell_x = (jnp.arange(grid_w) + 0.5) * (frame_w / grid_w)
+  centroid_y = jnp.einsum('...hw,h->...', maps, cell_y)
+  centroid_x = jnp.einsum('...hw,w->...', maps, cell_x)
+  return jnp.stack([centroid_y, centroid_x], axis=-1)
+
+
+def segment_attention_mass(
+    maps: Float[Array, '*b T n h w'],
+    segmentations: Int[Array, '*b T H W'],
+    num_segments: int,
+) -> Float[Array, '*b T n K']:
+  """Attention mass each token puts on each ground-truth segment, per frame.
+
+  A grid cell's weight is spread uniformly over the pixels it covers, so the mass on
+  segment k is `sum_cells weight(cell) * fraction of the cell's pixels in segment k`.
+
+  Args:
+    maps: attention maps over the `h x w` encoder grid.
+    segmentations: per-pixel segment ids in `[0, num_segments)` (0 is MOVi's
+      background); `H, W` must be multiples of `h, w`.
+    num_segments: K, static.
+
+  Returns:
+    `[*b, T, n, K]` masses; they sum to each map's total (1).
+  """
+  grid_h, grid_w = maps.shape[-2:]
+  frame_h, frame_w = segmentations.shape[-2:]
+  if frame_h % grid_h or frame_w % grid_w:
+    raise ValueError(
+        f'Segmentation {frame_h}x{frame_w} is not a multiple of the grid {grid_h}x{grid_w}.'
+    )
+  one_hot = jax.nn.one_hot(segmentations, num_segments, dtype=maps.dtype)
+  cell_fractions = einops.reduce(
+      one_hot, '... (h sy) (w sx) k -> ... h w k', 'mean', h=grid_h, w=grid_w
+  )
+  return jnp.einsum('...nhw,...hwk->...nk', maps, cell_fractions)
+
+
+def token_consistency(
+    maps: Float[Array, '*b T n h w'],
+    segmentations: Int[Array, '*b T H W'],
+    num_segments: int,
+) -> tuple[Float[Array, '*b n'], Float[Array, '']]:
+  """How consistently each token keeps its attention on one ground-truth segment.
+
+  Definition: a token's segment is the one holding the largest share of its attention
+  mass at frame 0 (background included: it is a segment like any other). Its score is
+  the fraction of frames 1..T-1 in which that same segment still holds the largest
+  share. A token whose attention follows a moving object scores 1; one that stays put
+  while the object moves away scores the fraction of frames before it left. The overall
+  score is the unweighted mean over tokens and batch elements. Because background counts,
+  a token that attends (nearly) uniformly, as in an untrained model, is dominated by the
+  background in every frame and scores 1; read the score next to the attention maps.
+
+  Args:
+    maps: attention maps, `T >= 2`.
+    segmentations: per-pixel segment ids in `[0, num_segments)`.
+    num_segments: K, static (e.g. `max id + 1`).
+
+  Returns:
+    `(per_token, mean)`: `[*b, n]` scores in [0, 1] and their mean.
+  """
+  if maps.shape[-4] < 2:
+    raise ValueError(f'token_consistency needs at least 2 frames, got {maps.shape[-4]}.')
+  mass = segment_attention_mass(maps, segmentations, num_segments)
+  dominant_segment = jnp.argmax(mass, axis=-1)  # [*b, T, n]
+  stays = dominant_segment[..., 1:, :] == dominant_segment[..., :1, :]
+  per_token = jnp.mean(stays.astype(jnp.float32), axis=-2)
+  return per_token, jnp.mean(per_token)

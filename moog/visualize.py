@@ -1,0 +1,251 @@
+r"""Renders where a trained MooG run's state tokens look, as a GIF.
+
+  python -m moog.visualize --workdir=runs/moog_tiny --out=/tmp/tokens.gif
+  python -m moog.visualize --workdir=runs/moog_tiny --out=/tmp/tokens.gif \
+      --config=configs/moog_tiny.py --num_videos=2 --num_tokens=16
+
+The run's config is read from its newest checkpoint (each checkpoint stores it), unless
+`--config` is given (then a checkpoint of a different `config.model` is refused). MooG
+runs in evaluation mode on the first `--num_videos` validation videos. Each GIF frame
+shows, per video (one row each), the input frame with the attention centroid of the
+first `--num_tokens` state tokens (coloured dots with their trails so far; see
+`moog/token_tracking.py`) next to the model's full-resolution prediction of that frame
+from the frames before it. The token-consistency score over the rendered videos, with
+the ground-truth segmentations, is printed as JSON together with the GIF's path, frame
+count and size. Only GIF output is supported (no ffmpeg is needed).
+"""
+
+import colorsys
+import json
+import os
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+import tqdm
+
+from moog import grid_baselines
+from moog import token_tracking
+from videolib import checkpoint
+from videolib import writers
+from videolib.data import pipeline
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory (its checkpoints/).')
+_OUT = flags.DEFINE_string('out', None, 'Output GIF path.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Optional config file; default: the config stored in the checkpoint.'
+)
+_NUM_VIDEOS = flags.DEFINE_integer('num_videos', 2, 'Validation videos to render (rows).')
+_NUM_TOKENS = flags.DEFINE_integer('num_tokens', 16, 'State tokens whose tracks are drawn.')
+_FPS = flags.DEFINE_float('fps', 4.0, 'GIF frame rate.')
+_SCALE = flags.DEFINE_integer('scale', 8, 'Nearest-neighbour upscaling of the frames.')
+
+DOT_RADIUS = 3
+
+
+def restore_run(
+    workdir: str, config: ml_collections.ConfigDict | None = None
+) -> tuple[ml_collections.ConfigDict, dict, str]:
+  """The config and parameters of the newest checkpoint in `workdir`, on one device.
+
+  The parameters come from `videolib.checkpoint.read_run_params`, so a run trained on
+  any number of devices can be visualised on any machine.
+
+  Args:
+    workdir: training run directory.
+    config: optional config; a checkpoint written by a different `config.model` is
+      refused with the differing fields. None uses the stored config.
+
+  Returns:
+    `(config, params, source)`: the config used, the parameters as host-side arrays, and
+    the checkpoint path they came from.
+  """
+  params, saved_config, source = checkpoint.read_run_params(workdir)
+  if config is None:
+    config = ml_collections.ConfigDict(saved_config)
+  differences = checkpoint.config_differences(
+      saved_config, checkpoint.config_to_json(config), 'model')
+  if differences:
+    raise checkpoint.CheckpointError(
+        f'{source} was written by a different `config.model`:\n  ' + '\n  '.join(differences))
+  return config, jax.device_get(params), source
+
+
+def token_colours(num_tokens: int) -> list[tuple[int, int, int]]:
+  """Evenly spaced saturated hues, one RGB colour per token."""
+  return [
+      tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / num_tokens, 0.9, 1.0))
+      for i in range(num_tokens)
+  ]
+
+
+def draw_tracks(
+    frame: np.ndarray, tracks: np.ndarray, scale: int, colours: list[tuple[int, int, int]]
+) -> np.ndarray:
+  """Draws token trails and current positions over an upscaled frame.
+
+  Args:
+    frame: `[H, W, 3]` uint8 frame.
+    tracks: `[t, k, 2]` centroids (y, x) in frame pixel units for frames 0..t-1; the
+      last one is the current position.
+    scale: integer upscaling factor of the drawing.
+    colours: one RGB colour per track.
+
+  Returns:
+    `[H * scale, W * scale, 3]` uint8 image.
+  """
+  height, width = frame.shape[:2]
+  image = Image.fromarray(frame).resize((width * scale, height * scale), Image.NEAREST)
+  draw = ImageDraw.Draw(image)
+  points = tracks[..., ::-1] * scale  # (x, y) for PIL.
+  for token, colour in enumerate(colours):
+    trail = [tuple(p) for p in points[:, token].tolist()]
+    if len(trail) > 1:
+      draw.line(trail, fill=colour, width=1)
+    x, y = trail[-1]
+    draw.ellipse(
+        (x - DOT_RADIUS, y - DOT_RADIUS, x + DOT_RADIUS, y + DOT_RADIUS),
+        fill=colour, outline=(0, 0, 0),
+    )
+  return np.asarray(image)
+
+
+def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
+  """Nearest-neighbour upscaling of an `[H, W, 3]` uint8 frame."""
+  return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+
+
+def run_model(
+    config: ml_collections.ConfigDict, params: dict, source: str, video: np.ndarray
+):
+  """Runs the run's model on `video` in evaluation mode.
+
+  Args:
+    config: the run's config.
+    params: its parameters, checked here against the model by name and shape.
+    source: where `params` came from, for error messages.
+    video: `[b, T, H, W, 3]` float frames in [0, 1].
+
+  Returns:
+    `(predicted_frames, cross_attention, grid_shape)`: `[b, T, H, W, 3]` full-resolution
+    next-frame predictions, the last corrector block's cross-attention weights
+    `[b, T, heads, n, N_enc]`, and the encoder grid `(h, w)`.
+  """
+  model = grid_baselines.build_backbone(grid_baselines.backbone_kind(config), config.model)
+  height, width = video.shape[-3:-1]
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  video_spec = jax.ShapeDtypeStruct(video.shape, jnp.float32)
+  abstract_variables = jax.eval_shape(
+      lambda rng, video: model.init({'params': rng, 'default': rng}, video, train=True),
+      jax.random.key(0), video_spec,
+  )
+  abstract_params = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+      abstract_variables['params'],
+  )
+  params = checkpoint.place_params(params, abstract_params, source=source)
+
+  @jax.jit
+  def apply(params, video, rng):
+    outputs, state = model.apply(
+        {'params': params}, video, train=False, rngs={'default': rng},
+        mutable=['intermediates'],
+    )
+    predicted = model.apply({'params': params}, outputs['states_predicted'], height, width,
+                            method=model.decode_frame)
+    return predicted, token_tracking.corrector_cross_attention(state['intermediates'])
+
+  predicted, cross_attention = apply(params, jnp.asarray(video), jax.random.key(config.seed))
+  stride = int(np.prod(config.model.encoder_strides))
+  return np.asarray(predicted), cross_attention, (height // stride, width // stride)
+
+
+def visualize_run(
+    workdir: str,
+    out_path: str,
+    config: ml_collections.ConfigDict | None = None,
+    *,
+    num_videos: int = 2,
+    num_tokens: int = 16,
+    fps: float = 4.0,
+    scale: int = 8,
+) -> dict:
+  """Writes the token-track GIF of a run (see the module docstring).
+
+  Args:
+    workdir: training run directory.
+    out_path: where the GIF goes; must end in `.gif`.
+    config: the run's config; None reads it from the newest checkpoint.
+    num_videos: validation videos rendered, one row each.
+    num_tokens: state tokens drawn (the first ones; all if the model has fewer).
+    fps: GIF frame rate.
+    scale: upscaling factor of the drawn frames.
+
+  Returns:
+    `{'out', 'num_frames', 'size' (width, height), 'token_consistency'}`, where the
+    consistency is over all tokens of the rendered videos.
+  """
+  if not out_path.lower().endswith('.gif'):
+    raise ValueError(f'--out={out_path!r}: only GIF output is supported (use a .gif path).')
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(
+        f'--workdir={workdir!r} has no checkpoints/: pass the workdir of a training run.'
+    )
+  config, params, source = restore_run(workdir, config)
+  data_config = ml_collections.ConfigDict(config.data.to_dict())
+  data_config.features = ('video', 'segmentations')
+  data_config.num_eval_examples = num_videos
+  batch = next(pipeline.make_eval_iterator(
+      data_config, global_batch_size=num_videos, process_index=0, process_count=1))
+  real = batch['_mask']
+  video = batch['video'][real]
+  segmentations = batch['segmentations'][real][..., 0]
+  frame_shape = video.shape[-3:-1]
+
+  predicted, cross_attention, grid_shape = run_model(config, params, source, video)
+  maps = token_tracking.attention_maps(cross_attention, grid_shape)
+  centroids = np.asarray(token_tracking.attention_centroids(maps, frame_shape))
+  _, consistency = token_tracking.token_consistency(
+      maps, jnp.asarray(segmentations), num_segments=int(segmentations.max()) + 1)
+
+  drawn_tokens = min(num_tokens, centroids.shape[-2])
+  colours = token_colours(drawn_tokens)
+  video_uint8 = np.round(video * 255).astype(np.uint8)
+  predicted_uint8 = np.round(np.clip(predicted, 0.0, 1.0) * 255).astype(np.uint8)
+  num_frames = video.shape[1]
+  gif_frames = []
+  for t in tqdm.tqdm(range(num_frames), desc='Rendering frames', unit='frame'):
+    rows = [
+        np.concatenate([
+            draw_tracks(video_uint8[v, t], centroids[v, : t + 1, :drawn_tokens], scale,
+                        colours),
+            upscale(predicted_uint8[v, t], scale),
+        ], axis=1)
+        for v in range(len(video))
+    ]
+    gif_frames.append(np.concatenate(rows, axis=0))
+  writers.write_gif(out_path, np.stack(gif_frames), fps)
+  height, width = gif_frames[0].shape[:2]
+  return dict(out=out_path, num_frames=num_frames, size=[width, height],
+              token_consistency=float(consistency))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  result = visualize_run(
+      _WORKDIR.value, _OUT.value, _CONFIG.value, num_videos=_NUM_VIDEOS.value,
+      num_tokens=_NUM_TOKENS.value, fps=_FPS.value, scale=_SCALE.value,
+  )
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir', 'out'])
+  app.run(main)

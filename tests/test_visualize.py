@@ -1,0 +1,154 @@
+"""Token tracking maths on hand-made attention, and the token-track GIF of a trained run."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import moog_tiny
+from moog import model as moog_model
+from moog import task as moog_task
+from moog import token_tracking
+from moog import visualize
+from videolib import train
+
+DATASET = "synthetic_movi/16x16_8f_train32_val16"
+
+
+def _one_hot_maps(cells: list[list[tuple[int, int]]], grid: tuple[int, int]) -> np.ndarray:
+  """`[T, n, h, w]` maps with all of token i's mass on cell `cells[t][i]` at frame t."""
+  maps = np.zeros((len(cells), len(cells[0])) + grid, np.float32)
+  for t, frame_cells in enumerate(cells):
+    for token, (row, col) in enumerate(frame_cells):
+      maps[t, token, row, col] = 1.0
+  return maps
+
+
+def test_attention_maps_average_heads_and_unflatten_row_major():
+  weights = np.zeros((1, 2, 2, 1, 6), np.float32)  # [b, T, heads, n, h * w], grid 2x3.
+  weights[0, :, 0, 0, 5] = 1.0  # Head 0: cell (1, 2).
+  weights[0, :, 1, 0, 1] = 1.0  # Head 1: cell (0, 1).
+  maps = token_tracking.attention_maps(jnp.asarray(weights), (2, 3))
+  assert maps.shape == (1, 2, 1, 2, 3)
+  np.testing.assert_allclose(maps[0, 0, 0], [[0, 0.5, 0], [0, 0, 0.5]])
+
+
+def test_centroid_of_a_one_hot_map_is_that_cells_centre_in_pixels():
+  maps = _one_hot_maps([[(0, 0), (2, 1), (3, 3)]], (4, 4))
+  centroids = token_tracking.attention_centroids(jnp.asarray(maps), (16, 16))
+  # Stride 4: cell (i, j) covers pixels [4i, 4i + 4) x [4j, 4j + 4), centred at 4i + 2.
+  np.testing.assert_allclose(centroids[0], [[2, 2], [10, 6], [14, 14]])
+
+
+def test_centroid_of_a_split_map_is_the_weighted_mean():
+  maps = np.zeros((1, 2, 4), np.float32)
+  maps[0, 0, 0], maps[0, 1, 3] = 0.75, 0.25
+  centroids = token_tracking.attention_centroids(jnp.asarray(maps), (8, 16))
+  np.testing.assert_allclose(centroids[0], [0.75 * 2 + 0.25 * 6, 0.75 * 2 + 0.25 * 14])
+
+
+def test_consistency_is_one_when_following_the_object_and_lower_when_staying_put():
+  # A 2x2-pixel object (id 1) moves one grid cell right per frame on a 4x4 grid of 2x2
+  # cells, over background 0. Token 0 follows it; token 1 stays on its first cell.
+  num_frames, grid = 4, (4, 4)
+  segmentations = np.zeros((num_frames, 8, 8), np.int32)
+  for t in range(num_frames):
+    segmentations[t, 2:4, 2 * t:2 * t + 2] = 1
+  cells = [[(1, t), (1, 0)] for t in range(num_frames)]
+  maps = jnp.asarray(_one_hot_maps(cells, grid))
+  mass = token_tracking.segment_attention_mass(maps, jnp.asarray(segmentations), 2)
+  np.testing.assert_allclose(mass[:, 0], np.tile([[0.0, 1.0]], (num_frames, 1)))
+  per_token, mean = token_tracking.token_consistency(maps, jnp.asarray(segmentations), 2)
+  np.testing.assert_allclose(per_token, [1.0, 0.0])
+  assert float(mean) == pytest.approx(0.5)
+
+
+def test_consistency_counts_the_frames_before_the_object_left():
+  segmentations = np.zeros((5, 4, 4), np.int32)
+  segmentations[:, 0, 0] = 3
+  segmentations[3:, 0, 0] = 0  # The object leaves the token's cell at frame 3.
+  maps = jnp.asarray(_one_hot_maps([[(0, 0)]] * 5, (4, 4)))
+  per_token, _ = token_tracking.token_consistency(maps, jnp.asarray(segmentations), 4)
+  np.testing.assert_allclose(per_token, [2 / 4])
+
+
+def test_consistency_is_jittable_with_a_static_number_of_segments():
+  segmentations = jnp.zeros((2, 3, 4, 4), jnp.int32)
+  maps = jnp.full((2, 3, 5, 2, 2), 0.25)
+  consistency = jax.jit(token_tracking.token_consistency, static_argnums=2)
+  per_token, mean = consistency(maps, segmentations, 2)
+  assert per_token.shape == (2, 5) and float(mean) == 1.0
+
+
+def test_corrector_cross_attention_comes_batch_major_from_a_real_moog_apply():
+  model = moog_model.build_moog(moog_model.tiny_model_config())
+  video = jnp.zeros((2, 3, 16, 16, 3))
+  rngs = {"params": jax.random.key(0), "default": jax.random.key(1)}
+  variables = model.init(rngs, video, train=False)
+  _, state = model.apply(variables, video, train=False, rngs={"default": jax.random.key(2)},
+                         mutable=["intermediates"])
+  weights = token_tracking.corrector_cross_attention(state["intermediates"])
+  # [b, T, heads, n tokens, 4x4 encoder grid (16x16 frames, stride 4)].
+  assert weights.shape == (2, 3, 2, 8, 16)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+  maps = token_tracking.attention_maps(weights, (4, 4))
+  assert maps.shape == (2, 3, 8, 4, 4)
+
+
+def test_draw_tracks_puts_each_tokens_dot_at_its_centroid():
+  frame = np.zeros((8, 8, 3), np.uint8)
+  tracks = np.array([[[2.0, 2.0], [6.0, 5.0]], [[2.0, 3.0], [6.0, 6.0]]])  # [t, k, (y, x)].
+  colours = [(255, 0, 0), (0, 255, 0)]
+  image = visualize.draw_tracks(frame, tracks, scale=4, colours=colours)
+  assert image.shape == (32, 32, 3)
+  np.testing.assert_array_equal(image[8, 12], colours[0])  # Token 0 now at (2, 3) * 4.
+  np.testing.assert_array_equal(image[24, 24], colours[1])  # Token 1 now at (6, 6) * 4.
+  np.testing.assert_array_equal(image[8, 8], colours[0])  # Its trail starts at (2, 2) * 4.
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+  config = moog_tiny.get_config()
+  config.data.name = DATASET
+  config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config.data.resolution = 16
+  config.data.num_frames = 4
+  config.data.num_eval_examples = 8
+  config.model = moog_model.tiny_model_config()
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_train_steps = 2
+  config.log_every_steps = 1
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train.train_and_evaluate(config, workdir, moog_task.MooGTask(config))
+  return workdir
+
+
+def test_cli_writes_a_gif_of_token_tracks_next_to_predictions(trained_workdir, tmp_path):
+  out = tmp_path / "tokens.gif"
+  result = subprocess.run(
+      [sys.executable, "-m", "moog.visualize", f"--workdir={trained_workdir}", f"--out={out}",
+       "--num_videos=2", "--num_tokens=4", "--scale=4"],
+      capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert np.isfinite(summary["token_consistency"])
+  assert 0.0 <= summary["token_consistency"] <= 1.0
+  assert "Rendering frames" in result.stderr  # The tqdm progress bar.
+  with Image.open(out) as gif:
+    assert gif.n_frames == 4
+    # Two videos stacked; input-with-tracks beside the prediction; 16x16 frames at scale 4.
+    assert gif.size == (2 * 16 * 4, 2 * 16 * 4)
+  assert summary["num_frames"] == 4 and summary["size"] == [128, 128]
+
+
+def test_non_gif_output_is_refused_naming_gif(tmp_path):
+  with pytest.raises(ValueError, match=r"only GIF output is supported"):
+    visualize.visualize_run(str(tmp_path), str(tmp_path / "tokens.mp4"))
