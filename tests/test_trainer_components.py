@@ -183,3 +183,16 @@ def test_writer_writes_jsonl_tensorboard_and_gif(tmp_path):
   assert record == {"step": 3, "split": "validation", "loss": 0.5, "psnr": 20.0}
   assert os.listdir(tmp_path / "tensorboard")
   assert (tmp_path / "summaries" / "prediction_00000003.gif").stat().st_size > 0
+
+
+def test_params_of_an_8_device_run_load_onto_one_device(tmp_path):
+  mesh8 = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  state = _state(mesh8, P("data"))
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), max_to_keep=1)
+  ckpt.save(1, state, {}, _config())
+  ckpt.wait()
+  one_device = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  target = _abstract(state, one_device, P())["params"]
+  loaded = checkpoint.load_params(str(tmp_path), target, _config())
+  assert loaded["w"].sharding.mesh.devices.size == 1
+  np.testing.assert_array_equal(np.asarray(loaded["w"]), np.arange(64.0).reshape(8, 8))
