@@ -129,7 +129,7 @@ class BackbonePretrainTask(moog_task.MooGTask):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    self.model = build_backbone(backbone_kind(config), config.model)
+    self.model = self._with_motion_guidance(build_backbone(backbone_kind(config), config.model))
 
   def validate_config(self, config: ml_collections.ConfigDict) -> None:
     super().validate_config(config)

@@ -8,6 +8,9 @@ Evaluation reports, over the eval split (padding examples excluded by `_mask`):
 - `psnr_frames_1plus` and `psnr_repeat_previous_frame`: PSNR over frames 1..T-1 of the
   model's prediction and of the trivial "the next frame equals this frame" predictor, on
   the same pixels. The model must beat the latter to have learned anything about motion.
+
+`config.motion_guided` (optional, `moog/motion_guided.py`) hides the least-moving encoder
+tokens of every frame t >= 1 from the corrector, in training, evaluation and summaries.
 """
 
 import jax
@@ -16,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from moog import model as moog_model
+from moog import motion_guided
 
 
 def _masked_sum(values: jax.Array, example_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -30,11 +34,27 @@ class MooGTask:
   """Next-frame prediction with MooG (see `moog/model.py`)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    self.model = moog_model.build_moog(config.model)
+    self.motion_config = config.get("motion_guided", motion_guided.default_config())
+    self.model = self._with_motion_guidance(moog_model.build_moog(config.model))
     self.num_summary_videos = config.get("num_summary_videos", 4)
+
+  def _with_motion_guidance(self, model: moog_model.MooG) -> moog_model.MooG:
+    """`model`, or its gather-path version when `config.motion_guided.gather` is set."""
+    if self.motion_config.gather:
+      return motion_guided.gathered_from(model, self.motion_config.drop_ratio)
+    return model
+
+  def _motion_kwargs(self, video: jax.Array) -> dict:
+    """The `encoder_token_mask` argument of `config.motion_guided` (none if off or gathered)."""
+    if self.motion_config.gather:
+      return {}
+    mask = motion_guided.encoder_token_mask(video, self.model.encoder.total_stride,
+                                            self.motion_config)
+    return {} if mask is None else {"encoder_token_mask": mask}
 
   def validate_config(self, config: ml_collections.ConfigDict) -> None:
     moog_model.validate_model_config(config.model)
+    motion_guided.validate_config(self.motion_config, config.get("backbone", "moog"))
     if "video" not in config.data.features:
       raise ValueError(f"config.data.features={config.data.features} must include 'video'.")
     if config.data.num_frames < 2:
@@ -64,14 +84,14 @@ class MooGTask:
 
   def loss_fn(self, params, batch, rng):
     outputs = self.model.apply({"params": params}, batch["video"], train=True,
-                               rngs={"default": rng})
+                               rngs={"default": rng}, **self._motion_kwargs(batch["video"]))
     loss = moog_model.l2_loss(outputs)
     return loss, {"psnr": moog_model.psnr(outputs["video_predicted"],
                                           outputs["subsampled_targets"])}
 
   def eval_fn(self, params, batch, rng):
     outputs = self.model.apply({"params": params}, batch["video"], train=False,
-                               rngs={"default": rng})
+                               rngs={"default": rng}, **self._motion_kwargs(batch["video"]))
     predicted, targets = outputs["video_predicted"], outputs["subsampled_targets"]
     mask = batch["_mask"]
     squared_error = jnp.mean(jnp.square(predicted - targets), axis=(1, 2, 3, 4))
@@ -93,7 +113,7 @@ class MooGTask:
 
     def predict_frames(params, video):
       outputs = self.model.apply({"params": params}, video, train=False,
-                                 rngs={"default": rng})
+                                 rngs={"default": rng}, **self._motion_kwargs(video))
       return self.model.apply({"params": params}, outputs["states_predicted"], height, width,
                               method=self.model.decode_frame)
 
