@@ -364,7 +364,7 @@ def train_and_evaluate(
   # ---- Restore, or initialise sharded at birth ---------------------------------------------
   checkpointer = checkpoint.Checkpointer(
       os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep,
-      # Async (default) trains on while a save is written, so a SIGKILL can lose up to one
+      # Async saves train on while a save is written, so a SIGKILL can lose up to one
       # interval plus the steps of one save; False bounds the loss by the interval.
       async_save=config.checkpoint_async, owner=True,
   )
