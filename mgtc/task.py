@@ -218,12 +218,6 @@ def temporal_views(video: jax.Array, num_frames: int, num_clips: int) -> jax.Arr
   return jnp.stack([video[:, s:s + num_frames] for s in starts], axis=1)
 
 
-def _masked_sum(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Sum and count of per-example `values` [B] over `mask` [B]."""
-  weights = mask.astype(jnp.float32)
-  return jnp.sum(values * weights), jnp.sum(weights)
-
-
 def _to_uint8(video: jax.Array) -> jax.Array:
   return jnp.round(jnp.clip(video, 0.0, 1.0) * 255).astype(jnp.uint8)
 
@@ -298,7 +292,7 @@ class PretrainTask:
     predictions, masked = self._reconstruct(params, video, rng, rng, train=False)
     targets = selection.gather_tokens(self._targets(video), masked)
     per_example = jnp.mean(jnp.square(predictions - targets), axis=(1, 2))
-    return {"loss": _masked_sum(per_example, batch["_mask"])}
+    return {"loss": metrics.example_masked_sum(per_example, batch["_mask"])}
 
   def summaries(self, params, batch, rng):
     """Per example: the clip, what the encoder saw, and the reconstruction.
@@ -436,9 +430,9 @@ class ClassificationTask:
     gflops = jnp.full(labels.shape, self.gflops_per_view, jnp.float32)
     return dict(
         metrics.classification_metrics(probabilities, labels, mask=mask),
-        loss=_masked_sum(nll, mask),
-        gflops_per_view=_masked_sum(gflops, mask),
-        gflops_per_video=_masked_sum(gflops * num_views, mask),
+        loss=metrics.example_masked_sum(nll, mask),
+        gflops_per_view=metrics.example_masked_sum(gflops, mask),
+        gflops_per_video=metrics.example_masked_sum(gflops * num_views, mask),
     )
 
   def summaries(self, params, batch, rng):

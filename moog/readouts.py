@@ -64,6 +64,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from moog import model as moog_model
 from moog import modules
@@ -533,22 +534,17 @@ def point_tracking_loss(
       huber_distance_loss(pred_px, target_px, huber_delta), supervised & visible
   )
   visibility = _masked_mean(
-      _sigmoid_bce(outputs['visibility_logit'], visible.astype(jnp.float32)), supervised
+      optax.sigmoid_binary_cross_entropy(outputs['visibility_logit'], visible.astype(jnp.float32)), supervised
   )
   error = jnp.sqrt(jnp.sum(jnp.square(jax.lax.stop_gradient(pred_px) - target_px), axis=-1))
   certainty = _masked_mean(
-      _sigmoid_bce(outputs['certainty_logit'], (error < certainty_threshold).astype(jnp.float32)),
+      optax.sigmoid_binary_cross_entropy(outputs['certainty_logit'], (error < certainty_threshold).astype(jnp.float32)),
       supervised & visible,
   )
   total = (
       position_weight * position + visibility_weight * visibility + certainty_weight * certainty
   )
   return total, {'position': position, 'visibility': visibility, 'certainty': certainty}
-
-
-def _sigmoid_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Numerically stable sigmoid binary cross-entropy, elementwise."""
-  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
 
 
 def depth_loss(

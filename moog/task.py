@@ -20,14 +20,7 @@ import numpy as np
 
 from moog import model as moog_model
 from moog import motion_guided
-
-
-def _masked_sum(values: jax.Array, example_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Sum and count over valid examples; `values` is `[B, ...]`."""
-  weights = jnp.broadcast_to(
-      example_mask.reshape(example_mask.shape + (1,) * (values.ndim - 1)), values.shape
-  ).astype(values.dtype)
-  return jnp.sum(values * weights), jnp.sum(weights)
+from videolib import metrics
 
 
 class MooGTask:
@@ -100,10 +93,10 @@ class MooGTask:
     # pixels as targets[t]: the repeat-previous-frame prediction.
     repeat_psnr = moog_model.psnr_per_image(targets[:, :-1], targets[:, 1:])
     return {
-        "loss": _masked_sum(squared_error, mask),
-        "psnr": _masked_sum(psnr, mask),
-        "psnr_frames_1plus": _masked_sum(psnr[:, 1:], mask),
-        "psnr_repeat_previous_frame": _masked_sum(repeat_psnr, mask),
+        "loss": metrics.example_masked_sum(squared_error, mask),
+        "psnr": metrics.example_masked_sum(psnr, mask),
+        "psnr_frames_1plus": metrics.example_masked_sum(psnr[:, 1:], mask),
+        "psnr_repeat_previous_frame": metrics.example_masked_sum(repeat_psnr, mask),
     }
 
   def summaries(self, params, batch, rng):

@@ -224,6 +224,14 @@ def tapvid_metrics(
   return metrics
 
 
+def example_masked_sum(values: jax.Array, example_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Sum and count of `values` [B, ...] over the valid examples of `example_mask` [B]."""
+  weights = jnp.broadcast_to(
+      example_mask.reshape(example_mask.shape + (1,) * (values.ndim - 1)), values.shape
+  ).astype(values.dtype)
+  return jnp.sum(values * weights), jnp.sum(weights)
+
+
 # ----------------------------------------------------------------------------------------
 # Depth.
 # ----------------------------------------------------------------------------------------
