@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     "jax==0.10.2",
     "jaxlib==0.10.2",
     "jaxtyping==0.3.11",
+    # Plots of `moog/notebook_utils.py` (the readout notebook, colabs/).
+    "matplotlib==3.11.2",
     "ml-collections==1.1.0",
     "numpy==2.4.6",
     "optax==0.2.8",
@@ -30,6 +32,10 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "hypothesis==6.170.15",
+    # tests/test_notebook.py executes colabs/*.ipynb in a fresh kernel.
+    "ipykernel==7.4.0",
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
     "pytest==9.2.0",
     "pytest-xdist==3.8.0",
 ]

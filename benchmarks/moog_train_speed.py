@@ -6,11 +6,15 @@ Measures, in one run on the same machine:
    compiled step; forward + backward + optimizer) and its median wall time on synthetic
    input of the config's shapes; utilisation = (FLOPs / time) / peak;
 3. the input pipeline's batches/s for the same config, next to the train step's steps/s
-   (the pipeline must be >= 5x faster).
+   (the pipeline must be >= 5x faster);
+4. with `--breakdown`, which parts hold the step back: forward + backward of each MooG
+   part alone (encoder, predictor, corrector, pixel decoder, with the T time steps folded
+   into the batch so there is no scan), its XLA FLOPs, time and fraction of the peak.
+   What the parts do not account for is the scan, remat recompute and optimizer update.
 
   python benchmarks/moog_train_speed.py --config=configs/moog_tiny.py
   python benchmarks/moog_train_speed.py --config=configs/moog_movi.py \
-      --config.batch_size=1 --config.data.resolution=128 --steps=3
+      --config.batch_size=1 --config.data.resolution=128 --steps=3 --breakdown
 
 Prints one JSON object; `docs/results.md` quotes it with the machine it ran on.
 """
@@ -28,12 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from moog import modules
 from moog import task as moog_task
 from videolib import train
 from videolib.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "MooG config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps (after one warm-up step).")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time each model part alone.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 50,
                                          "Batches timed for the pipeline (0 = skip).")
 
@@ -78,6 +84,51 @@ def train_step_speed(config, steps: int) -> dict:
               params=train.count_params_per_part(abstract_state["params"])["total"])
 
 
+def _timed(fn, args, steps: int) -> tuple[float, float]:
+  """(XLA FLOPs, median seconds) of a jitted `fn(*args)`."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - start)
+  return float(cost["flops"]), statistics.median(times)
+
+
+def part_breakdown(config, steps: int, peak: float) -> dict:
+  """Forward + backward FLOPs, time and utilisation of each MooG part alone."""
+  model = moog_task.MooGTask(config).model
+  frames = config.batch_size * config.data.num_frames
+  size = config.data.resolution
+  factor = config.model.subsample_factor_train
+  rng = jax.random.key(0)
+  video = jax.random.uniform(rng, (frames, size, size, 3))
+  state = jax.random.normal(rng, (frames, model.num_tokens, model.token_dim))
+  tokens = jax.eval_shape(model.encoder.init_with_output, rng, video)[0]
+  tokens = jax.random.normal(rng, tokens.shape)
+  coords = modules.lattice_subsample(modules.grid_coordinates(size, size), factor)
+  parts = {
+      "encoder": (model.encoder, (video,)),
+      "predictor": (model.predictor, (state,)),
+      "corrector": (model.corrector, (state, tokens)),
+      "decoder": (model.decoder, (state, coords)),
+  }
+  result = {}
+  for name, (module, inputs) in parts.items():
+    params = module.init(rng, *inputs)
+
+    def loss(params, *inputs, module=module):
+      return jnp.mean(jnp.square(module.apply(params, *inputs)))
+
+    flops, seconds = _timed(jax.grad(loss), (params, *inputs), steps)
+    result[name] = dict(gflops=flops / 1e9, seconds=seconds,
+                        fraction_of_matmul_peak=flops / seconds / peak)
+  return result
+
+
 def pipeline_speed(config, batches: int) -> float:
   iterator = pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
                                           seed=0)
@@ -105,6 +156,8 @@ def main(argv):
   achieved = result["train_step_flops"] / result["train_step_seconds"]
   result.update(achieved_gflops=achieved / 1e9, fraction_of_matmul_peak=achieved / peak,
                 train_steps_per_second=1 / result["train_step_seconds"])
+  if _BREAKDOWN.value:
+    result["breakdown"] = part_breakdown(config, max(_STEPS.value, 2), peak)
   if _PIPELINE_BATCHES.value:
     batches_per_second = pipeline_speed(config, _PIPELINE_BATCHES.value)
     result.update(pipeline_batches_per_second=batches_per_second,

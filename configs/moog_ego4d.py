@@ -9,8 +9,11 @@ the colab's demo batch), or on the built-in synthetic data with `:synthetic`.
 Released files (upstream README of google-deepmind/representations4d; about 140 MB each):
   B=https://storage.googleapis.com/representations4d/checkpoints
   wget $B/moog_ego4d_backbone_ckpt_164335139.npz          # the backbone, loaded here
-  wget $B/moog_ego4d_point_track_head_ckpt_164335139.npz  # point-track readout (unused)
-  wget $B/moog_ego4d_box_track_head_ckpt_164335139.npz    # box-track readout (unused)
+  wget $B/moog_ego4d_point_track_head_ckpt_164335139.npz  # point-track readout head
+  wget $B/moog_ego4d_box_track_head_ckpt_164335139.npz    # box-track readout head
+The heads are `moog.attention_readouts.AttentionPointReadout` / `AttentionBoxReadout`
+(sizes: `released_point_head_config()`, `released_box_head_config()`); load them with
+`npz_io.load_released_head` (not yet wired into `moog.main`).
 Rename its keys to this project's layout (see `moog/npz_io.py` for what is assumed):
   python -m moog.npz_io --released=moog_ego4d_backbone_ckpt_164335139.npz \
       --output=PATH.npz

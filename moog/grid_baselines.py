@@ -27,7 +27,6 @@ Encoder tokens must be `token_dim` wide (`encoder_pos_embedding='project_add'`) 
 can stand in for, or be added to, state tokens.
 """
 
-import dataclasses
 from typing import Literal
 
 import chex
@@ -113,10 +112,7 @@ def build_backbone(kind: str, model_config: ml_collections.ConfigDict) -> moog_m
   moog = moog_model.build_moog(model_config)
   if kind == 'moog':
     return moog
-  cls = GridMooG if kind == 'grid' else GridRecMooG
-  fields = {field.name: getattr(moog, field.name) for field in dataclasses.fields(moog)
-            if field.init and field.name not in ('parent', 'name')}
-  return cls(**fields)
+  return moog_model.rebuild_as(GridMooG if kind == 'grid' else GridRecMooG, moog)
 
 
 def backbone_kind(config: ml_collections.ConfigDict) -> str:

@@ -25,6 +25,8 @@ no `state` is passed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import flax.linen as nn
 import jax
@@ -211,41 +213,85 @@ class MooG(nn.Module):
       state = self.initial_state(batch_shape)
     # The scan carry must keep one dtype: a float32 state from a previous chunk is cast.
     state = state.astype(self.dtype)
-
     time_major = lambda x: None if x is None else jnp.moveaxis(x, time_axis, 0)
-    step_inputs = (time_major(encoder_tokens), time_major(video), time_major(encoder_token_mask))
+    final_state, per_step = self.scan_steps(
+        state,
+        (time_major(encoder_tokens), time_major(video), time_major(encoder_token_mask)),
+        train=train,
+    )
+    outputs = {name: jnp.moveaxis(value, 0, time_axis) for name, value in per_step.items()}
+    return with_state_outputs(outputs, final_state)
 
-    def step(model: MooG, carry, inputs):
+  def step(
+      self,
+      state: Float[Array, '*b n d'],
+      encoder_tokens: Float[Array, '*b N D'],
+      frame: Float[Array, '*b H W 3'],
+      *,
+      train: bool,
+      encoder_token_mask: Bool[Array, '*b N'] | None = None,
+  ) -> tuple[Float[Array, '*b n d'], dict[str, Float[Array, '...']]]:
+    """One time step: predict, decode the prediction against `frame`, correct.
+
+    Returns the corrected state (the next carry) and this frame's `video_predicted`,
+    `subsampled_targets`, `states_predicted` and `states_corrected`.
+    """
+    predicted = self.predict(state)
+    video_predicted, targets = self._decode_subsampled(predicted, frame, train)
+    corrected = self.correct(predicted, encoder_tokens, encoder_token_mask)
+    return corrected, dict(
+        video_predicted=video_predicted,
+        subsampled_targets=targets,
+        states_predicted=predicted,
+        states_corrected=corrected,
+    )
+
+  def scan_steps(self, state, time_major_inputs, *, train: bool):
+    """Scans `step` over time-major `(encoder_tokens, frames, encoder_token_masks)`.
+
+    The masks may be None. Returns the final state and the per-step outputs stacked on
+    a new leading time axis. Every number of encoder tokens works, so callers that
+    gather a subset of tokens per frame (`moog/motion_guided.py`) reuse this loop.
+    """
+
+    def body(model: MooG, carry, inputs):
       tokens, frame, token_mask = inputs
-      predicted = model.predict(carry)
-      video_predicted, targets = model._decode_subsampled(predicted, frame, train)
-      corrected = model.correct(predicted, tokens, token_mask)
-      return corrected, dict(
-          video_predicted=video_predicted,
-          subsampled_targets=targets,
-          states_predicted=predicted,
-          states_corrected=corrected,
-      )
+      return model.step(carry, tokens, frame, train=train, encoder_token_mask=token_mask)
 
     if self.remat:
       # Inside a scan there is no common-subexpression hazard, so skip the barrier.
-      step = nn.remat(step, prevent_cse=False)
+      body = nn.remat(body, prevent_cse=False)
     scan = nn.scan(
-        step,
+        body,
         variable_broadcast='params',
         variable_axes={'intermediates': 0},
         split_rngs={'params': False, 'default': True},
         in_axes=0,
         out_axes=0,
     )
-    final_state, per_step = scan(self, state, step_inputs)
+    return scan(self, state, time_major_inputs)
 
-    outputs = {name: jnp.moveaxis(value, 0, time_axis) for name, value in per_step.items()}
-    outputs['states_concat'] = jnp.concatenate(
-        [outputs['states_predicted'], outputs['states_corrected']], axis=-2
-    )
-    outputs['state'] = final_state
-    return outputs
+
+def rebuild_as(cls: type[MooG], moog: MooG, **extra_fields) -> MooG:
+  """A `cls` (a MooG subclass) with `moog`'s submodules and settings.
+
+  The parameter tree is therefore identical, so variants (grid baselines, the
+  motion-guided gather path) load and share MooG checkpoints.
+  """
+  fields = {field.name: getattr(moog, field.name) for field in dataclasses.fields(moog)
+            if field.init and field.name not in ('parent', 'name')}
+  return cls(**fields, **extra_fields)
+
+
+def with_state_outputs(
+    outputs: dict[str, jax.Array], final_state: Float[Array, '*b n d']
+) -> dict[str, jax.Array]:
+  """Adds `states_concat` (predicted then corrected tokens) and the final `state`."""
+  outputs['states_concat'] = jnp.concatenate(
+      [outputs['states_predicted'], outputs['states_corrected']], axis=-2
+  )
+  outputs['state'] = final_state
+  return outputs
 
 
 # ----------------------------------------------------------------------------------------

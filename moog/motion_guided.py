@@ -38,10 +38,7 @@ corrector alone gives 0.8747).
 
 from __future__ import annotations
 
-import dataclasses
-
 import einops
-import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 import ml_collections
@@ -160,17 +157,6 @@ class GatheredMotionGuidedMooG(moog_model.MooG):
 
   drop_ratio: float = 0.5
 
-  def _step(self, state, tokens, frame, train: bool):
-    predicted = self.predict(state)
-    video_predicted, targets = self._decode_subsampled(predicted, frame, train)
-    corrected = self.correct(predicted, tokens)
-    return corrected, dict(
-        video_predicted=video_predicted,
-        subsampled_targets=targets,
-        states_predicted=predicted,
-        states_corrected=corrected,
-    )
-
   def __call__(
       self,
       video: Float[Array, '*b T H W 3'],
@@ -191,19 +177,14 @@ class GatheredMotionGuidedMooG(moog_model.MooG):
       state = self.initial_state(batch_shape)
     state = state.astype(self.dtype)
 
-    state, first = self._step(
-        state, encoder_tokens[..., 0, :, :], video[..., 0, :, :, :], train
+    state, first = self.step(
+        state, encoder_tokens[..., 0, :, :], video[..., 0, :, :, :], train=train
     )
     time_major = lambda x: jnp.moveaxis(x, time_axis, 0)
-    scan = nn.scan(
-        lambda model, carry, inputs: model._step(carry, *inputs, train),
-        variable_broadcast='params',
-        variable_axes={'intermediates': 0},
-        split_rngs={'params': False, 'default': True},
-    )
     later_frames = video[..., 1:, :, :, :]
-    final_state, later = scan(self, state, (time_major(later_tokens), time_major(later_frames)))
-
+    final_state, later = self.scan_steps(
+        state, (time_major(later_tokens), time_major(later_frames), None), train=train
+    )
     outputs = {
         name: jnp.concatenate(
             [jnp.expand_dims(first[name], time_axis), jnp.moveaxis(later[name], 0, time_axis)],
@@ -211,18 +192,12 @@ class GatheredMotionGuidedMooG(moog_model.MooG):
         )
         for name in first
     }
-    outputs['states_concat'] = jnp.concatenate(
-        [outputs['states_predicted'], outputs['states_corrected']], axis=-2
-    )
-    outputs['state'] = final_state
-    return outputs
+    return moog_model.with_state_outputs(outputs, final_state)
 
 
 def gathered_from(moog: moog_model.MooG, drop_ratio: float) -> GatheredMotionGuidedMooG:
   """The gather-path model with exactly `moog`'s submodules and parameter tree."""
-  fields = {field.name: getattr(moog, field.name) for field in dataclasses.fields(moog)
-            if field.init and field.name not in ('parent', 'name')}
-  return GatheredMotionGuidedMooG(drop_ratio=drop_ratio, **fields)
+  return moog_model.rebuild_as(GatheredMotionGuidedMooG, moog, drop_ratio=drop_ratio)
 
 
 def corrector_gmacs(
