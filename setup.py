@@ -44,7 +44,7 @@ setuptools.setup(
     name="offgrid-video",
     version="0.1.0",
     description="MooG and MGTC: self-supervised video representation learning in JAX/Flax.",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",  # Tested on 3.11; every pin has 3.12 and 3.13 wheels.
     packages=setuptools.find_packages(include=["videolib*", "moog*", "mgtc*", "configs*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},

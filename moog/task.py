@@ -20,7 +20,11 @@ import numpy as np
 
 from moog import model as moog_model
 from moog import motion_guided
+from moog import token_tracking
 from videolib import metrics
+
+
+NUM_DRAWN_TOKENS = 16  # Tokens whose attention tracks the eval summaries draw.
 
 
 class MooGTask:
@@ -100,16 +104,33 @@ class MooGTask:
     }
 
   def summaries(self, params, batch, rng):
-    """Real frames above full-resolution next-frame predictions, for a few examples."""
+    """For a few examples: real frames above full-resolution next-frame predictions, and
+    the first `NUM_DRAWN_TOKENS` tokens' attention centroids (`render_summaries` draws
+    them; the gather path has no full-grid attention, so it has no centroids)."""
     video = batch["video"][: self.num_summary_videos]
     height, width = video.shape[-3:-1]
-
-    def predict_frames(params, video):
-      outputs = self.model.apply({"params": params}, video, train=False,
-                                 rngs={"default": rng}, **self._motion_kwargs(video))
-      return self.model.apply({"params": params}, outputs["states_predicted"], height, width,
-                              method=self.model.decode_frame)
-
-    predicted = predict_frames(params, video)
+    outputs, variables = self.model.apply(
+        {"params": params}, video, train=False, rngs={"default": rng},
+        mutable=["intermediates"], **self._motion_kwargs(video))
+    predicted = self.model.apply({"params": params}, outputs["states_predicted"], height,
+                                 width, method=self.model.decode_frame)
     strip = jnp.concatenate([video, jnp.clip(predicted, 0.0, 1.0)], axis=-3)
-    return {"next_frame_prediction": jnp.round(strip * 255).astype(jnp.uint8)}
+    summaries = {"next_frame_prediction": jnp.round(strip * 255).astype(jnp.uint8)}
+    if not self.motion_config.gather:
+      stride = self.model.encoder.total_stride
+      maps = token_tracking.attention_maps(
+          token_tracking.corrector_cross_attention(variables["intermediates"]),
+          (height // stride, width // stride))
+      centroids = token_tracking.attention_centroids(maps, (height, width))
+      summaries["token_centroids"] = centroids[..., :NUM_DRAWN_TOKENS, :]
+    return summaries
+
+  def render_summaries(self, summaries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Host side: draws the token centroid tracks over the real frames (top of the strip)."""
+    summaries = dict(summaries)
+    centroids = summaries.pop("token_centroids", None)
+    if centroids is not None:
+      strip = summaries["next_frame_prediction"]
+      real_frames = strip[..., : strip.shape[-3] // 2, :, :]
+      summaries["token_trajectories"] = token_tracking.trajectory_video(real_frames, centroids)
+    return summaries

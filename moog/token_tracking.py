@@ -10,15 +10,24 @@ turns them into
   cell centres, in pixel units of the frame (pixel `p` covers `[p, p + 1)`, so a cell of
   an `s`-strided grid at row `i` is centred at `(i + 0.5) * s`);
 * `token_consistency`: how consistently each token keeps looking at the same
-  ground-truth segment over time (see that function for the definition).
+  ground-truth segment over time (see that function for the definition);
+* `draw_tracks` / `trajectory_video`: the centroid tracks drawn over the frames (host
+  side, numpy + PIL), for `moog.visualize` and the eval-time TensorBoard clips.
 
-All functions are pure and jittable (`num_segments` must be static).
+All jnp functions are pure and jittable (`num_segments` must be static).
 """
+
+import colorsys
 
 import einops
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+DOT_RADIUS = 3
 
 
 def corrector_cross_attention(
@@ -144,3 +153,68 @@ def token_consistency(
   stays = dominant_segment[..., 1:, :] == dominant_segment[..., :1, :]
   per_token = jnp.mean(stays.astype(jnp.float32), axis=-2)
   return per_token, jnp.mean(per_token)
+
+
+def token_colours(num_tokens: int) -> list[tuple[int, int, int]]:
+  """Evenly spaced saturated hues, one RGB colour per token."""
+  return [
+      tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / num_tokens, 0.9, 1.0))
+      for i in range(num_tokens)
+  ]
+
+
+def draw_tracks(
+    frame: np.ndarray, tracks: np.ndarray, scale: int, colours: list[tuple[int, int, int]]
+) -> np.ndarray:
+  """Draws token trails and current positions over an upscaled frame.
+
+  Args:
+    frame: `[H, W, 3]` uint8 frame.
+    tracks: `[t, k, 2]` centroids (y, x) in frame pixel units for frames 0..t-1; the
+      last one is the current position.
+    scale: integer upscaling factor of the drawing.
+    colours: one RGB colour per track.
+
+  Returns:
+    `[H * scale, W * scale, 3]` uint8 image.
+  """
+  height, width = frame.shape[:2]
+  image = Image.fromarray(frame).resize((width * scale, height * scale), Image.NEAREST)
+  draw = ImageDraw.Draw(image)
+  points = tracks[..., ::-1] * scale  # (x, y) for PIL.
+  for token, colour in enumerate(colours):
+    trail = [tuple(p) for p in points[:, token].tolist()]
+    if len(trail) > 1:
+      draw.line(trail, fill=colour, width=1)
+    x, y = trail[-1]
+    draw.ellipse(
+        (x - DOT_RADIUS, y - DOT_RADIUS, x + DOT_RADIUS, y + DOT_RADIUS),
+        fill=colour, outline=(0, 0, 0),
+    )
+  return np.asarray(image)
+
+
+def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
+  """Nearest-neighbour upscaling of an `[H, W, 3]` uint8 frame."""
+  return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+
+
+def trajectory_video(
+    frames: np.ndarray, centroids: np.ndarray, scale: int = 4
+) -> np.ndarray:
+  """Every token's centroid track drawn over its video, frame by frame.
+
+  Args:
+    frames: `[b, T, H, W, 3]` uint8 frames.
+    centroids: `[b, T, k, 2]` (y, x) centroids in frame pixel units.
+    scale: upscaling factor of the drawing.
+
+  Returns:
+    `[b, T, H * scale, W * scale, 3]` uint8; frame t shows the trails up to t.
+  """
+  colours = token_colours(centroids.shape[-2])
+  return np.stack([
+      np.stack([draw_tracks(video[t], tracks[: t + 1], scale, colours)
+                for t in range(video.shape[0])])
+      for video, tracks in zip(frames, centroids)
+  ])

@@ -15,7 +15,6 @@ the ground-truth segmentations, is printed as JSON together with the GIF's path,
 count and size. Only GIF output is supported (no ffmpeg is needed).
 """
 
-import colorsys
 import json
 import os
 
@@ -26,8 +25,6 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
 import tqdm
 
 from moog import grid_baselines
@@ -46,7 +43,6 @@ _NUM_TOKENS = flags.DEFINE_integer('num_tokens', 16, 'State tokens whose tracks 
 _FPS = flags.DEFINE_float('fps', 4.0, 'GIF frame rate.')
 _SCALE = flags.DEFINE_integer('scale', 8, 'Nearest-neighbour upscaling of the frames.')
 
-DOT_RADIUS = 3
 
 
 def restore_run(
@@ -75,50 +71,6 @@ def restore_run(
     raise checkpoint.CheckpointError(
         f'{source} was written by a different `config.model`:\n  ' + '\n  '.join(differences))
   return config, jax.device_get(params), source
-
-
-def token_colours(num_tokens: int) -> list[tuple[int, int, int]]:
-  """Evenly spaced saturated hues, one RGB colour per token."""
-  return [
-      tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / num_tokens, 0.9, 1.0))
-      for i in range(num_tokens)
-  ]
-
-
-def draw_tracks(
-    frame: np.ndarray, tracks: np.ndarray, scale: int, colours: list[tuple[int, int, int]]
-) -> np.ndarray:
-  """Draws token trails and current positions over an upscaled frame.
-
-  Args:
-    frame: `[H, W, 3]` uint8 frame.
-    tracks: `[t, k, 2]` centroids (y, x) in frame pixel units for frames 0..t-1; the
-      last one is the current position.
-    scale: integer upscaling factor of the drawing.
-    colours: one RGB colour per track.
-
-  Returns:
-    `[H * scale, W * scale, 3]` uint8 image.
-  """
-  height, width = frame.shape[:2]
-  image = Image.fromarray(frame).resize((width * scale, height * scale), Image.NEAREST)
-  draw = ImageDraw.Draw(image)
-  points = tracks[..., ::-1] * scale  # (x, y) for PIL.
-  for token, colour in enumerate(colours):
-    trail = [tuple(p) for p in points[:, token].tolist()]
-    if len(trail) > 1:
-      draw.line(trail, fill=colour, width=1)
-    x, y = trail[-1]
-    draw.ellipse(
-        (x - DOT_RADIUS, y - DOT_RADIUS, x + DOT_RADIUS, y + DOT_RADIUS),
-        fill=colour, outline=(0, 0, 0),
-    )
-  return np.asarray(image)
-
-
-def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
-  """Nearest-neighbour upscaling of an `[H, W, 3]` uint8 frame."""
-  return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
 
 
 def run_model(
@@ -215,7 +167,7 @@ def visualize_run(
       maps, jnp.asarray(segmentations), num_segments=int(segmentations.max()) + 1)
 
   drawn_tokens = min(num_tokens, centroids.shape[-2])
-  colours = token_colours(drawn_tokens)
+  colours = token_tracking.token_colours(drawn_tokens)
   video_uint8 = np.round(video * 255).astype(np.uint8)
   predicted_uint8 = np.round(np.clip(predicted, 0.0, 1.0) * 255).astype(np.uint8)
   num_frames = video.shape[1]
@@ -223,9 +175,9 @@ def visualize_run(
   for t in tqdm.tqdm(range(num_frames), desc='Rendering frames', unit='frame'):
     rows = [
         np.concatenate([
-            draw_tracks(video_uint8[v, t], centroids[v, : t + 1, :drawn_tokens], scale,
+            token_tracking.draw_tracks(video_uint8[v, t], centroids[v, : t + 1, :drawn_tokens], scale,
                         colours),
-            upscale(predicted_uint8[v, t], scale),
+            token_tracking.upscale(predicted_uint8[v, t], scale),
         ], axis=1)
         for v in range(len(video))
     ]

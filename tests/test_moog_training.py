@@ -9,6 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import moog_movi
 from configs import moog_tiny
@@ -62,6 +63,9 @@ def test_training_lowers_the_loss_and_evaluates_against_the_repeat_baseline(data
     assert np.isfinite(evals[-1][key]), key
   assert result["eval_psnr"] == pytest.approx(evals[-1]["psnr"])
   assert list((tmp_path / "summaries").glob("next_frame_prediction_*.gif"))
+  (trajectories,) = (tmp_path / "summaries").glob("token_trajectories_*.gif")
+  with Image.open(trajectories) as gif:  # 16x16 frames drawn 4x larger, one GIF frame per step.
+    assert (gif.size, gif.n_frames) == ((64, 64 * config.num_summary_videos), 4)
   # Eval-only from another run's parameters (no checkpoint of its own) gives the same numbers.
   eval_config = _tiny_config(data_dir, init_from=str(tmp_path))
   eval_dir = tmp_path / "eval_only"

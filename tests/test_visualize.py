@@ -104,11 +104,26 @@ def test_draw_tracks_puts_each_tokens_dot_at_its_centroid():
   frame = np.zeros((8, 8, 3), np.uint8)
   tracks = np.array([[[2.0, 2.0], [6.0, 5.0]], [[2.0, 3.0], [6.0, 6.0]]])  # [t, k, (y, x)].
   colours = [(255, 0, 0), (0, 255, 0)]
-  image = visualize.draw_tracks(frame, tracks, scale=4, colours=colours)
+  image = token_tracking.draw_tracks(frame, tracks, scale=4, colours=colours)
   assert image.shape == (32, 32, 3)
   np.testing.assert_array_equal(image[8, 12], colours[0])  # Token 0 now at (2, 3) * 4.
   np.testing.assert_array_equal(image[24, 24], colours[1])  # Token 1 now at (6, 6) * 4.
   np.testing.assert_array_equal(image[8, 8], colours[0])  # Its trail starts at (2, 2) * 4.
+
+
+def test_render_summaries_draws_token_tracks_over_the_real_frames():
+  task = moog_task.MooGTask(moog_tiny.get_config())
+  strip = np.zeros((2, 3, 16, 8, 3), np.uint8)  # [b, T, real above predicted, W, 3].
+  strip[:, :, 8:] = 255  # Predicted half: white, must not appear under the tracks.
+  centroids = np.zeros((2, 3, 1, 2), np.float32)
+  centroids[:, :, 0] = [4.0, 4.0]
+  rendered = task.render_summaries({"next_frame_prediction": strip, "token_centroids": centroids})
+  assert set(rendered) == {"next_frame_prediction", "token_trajectories"}
+  trajectories = rendered["token_trajectories"]
+  assert trajectories.shape == (2, 3, 32, 32, 3)
+  (colour,) = token_tracking.token_colours(1)
+  np.testing.assert_array_equal(trajectories[:, :, 16, 16], np.broadcast_to(colour, (2, 3, 3)))
+  np.testing.assert_array_equal(trajectories[:, :, 0, 0], 0)  # The real (black) frame.
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,11 @@ A *task* supplies what is model-specific (see `docs/design.md`):
   eval_fn(params, batch, rng) -> {name: (sum, count)}         mask-weighted by batch['_mask']
   summaries(params, batch, rng) -> {name: uint8 [b, T, H, W, 3]}
   validate_config(config) -> None                              raises ValueError naming the field
-Optional: frozen_params(params) -> pytree of bool (never updated, see `make_optimizer`) and
-validate_batch(host_batch) -> None (raises on bad inputs before they reach the devices).
+Optional: frozen_params(params) -> pytree of bool (never updated, see `make_optimizer`),
+layer_ids() -> optim.LayerIds (for `config.optimizer.layer_decay`) and
+validate_batch(host_batch) -> None (raises on bad inputs before they reach the devices);
+render_summaries(host_summaries) -> {name: uint8 video} (host-side drawing with numpy/PIL
+on the output of the jitted `summaries`, e.g. token tracks).
 Everything else (sharding, optimizer, checkpoints, metrics, NaN guard) lives here once.
 
 Train-state layout: {'step', 'params', 'opt_state', 'nonfinite_steps', 'last_nonfinite_step'}.
@@ -150,8 +153,10 @@ def make_optimizer(
   A task may define `frozen_params(params) -> pytree of bool` (e.g. a pretrained backbone
   under trained readout heads). Frozen leaves get `optax.set_to_zero()`: no update, no
   weight decay, no optimizer state, so they stay bitwise equal to their loaded values.
+  A task with `layer_ids()` supports `config.optimizer.layer_decay` (see `optim`).
   """
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  layer_ids = task.layer_ids() if hasattr(task, "layer_ids") else None
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps, layer_ids)
   frozen_params = getattr(task, "frozen_params", None)
   if frozen_params is None:
     return tx, schedule
@@ -471,8 +476,11 @@ def train_and_evaluate(
         if step % config.eval_every_steps == 0 or step == config.num_train_steps:
           eval_metrics, first_batch = _evaluate(state["params"], config, mesh, eval_fn, task)
           writer.write_scalars(step, eval_metrics, split=config.data.eval_split)
-          videos = summaries_fn(state["params"], first_batch, jax.random.key(config.seed))
-          writer.write_videos(step, jax.device_get(videos))
+          videos = jax.device_get(
+              summaries_fn(state["params"], first_batch, jax.random.key(config.seed)))
+          if hasattr(task, "render_summaries"):
+            videos = task.render_summaries(videos)
+          writer.write_videos(step, videos)
           timer_step, timer_start = step, time.perf_counter()
 
         stop = preemption.should_stop(step)
