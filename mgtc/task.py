@@ -26,11 +26,18 @@ Evaluation (classification) reports, over the eval split (padding excluded by `_
 Training takes a random window of `config.model.num_frames` frames (one start per clip)
 when the loaded window is longer.
 
+Data: 'synthetic_movi/...' (8 motion classes) or 'ucf101/ucf101_<n>' (101 classes; read by
+`videolib/data/ucf101.py`, which raises FileNotFoundError with the preparation commands
+when the dataset is absent, before anything is compiled). Fine-tuning supports
+`config.optimizer.layer_decay` through `ClassificationTask.layer_ids` (VideoMAE's layer
+ids: patch embedding 0, block i -> i + 1, fc_norm and head depth + 1).
+
 Config errors (drop ratio outside [0, 1), frames or frame size not divisible by the
 tubelet, a budget that reaches into the first slice, a ratio the rule does not support,
 data and model disagreeing) raise `ValueError` naming the field in `validate_config`, which
 the trainer calls before anything is compiled.
 """
+import functools
 from typing import Any
 
 import einops
@@ -46,14 +53,15 @@ from mgtc import masking
 from mgtc import selection
 from mgtc import vit
 from videolib import metrics
+from videolib import optim
 from videolib.data import scenes
+from videolib.data import ucf101
 
 MODES = ("pretrain", "finetune")
 # Methods scored on raw pixels: their scoring cost is part of the compute per view.
 _PIXEL_SCORED_METHODS = ("mgtc", "mgtc_threshold")
-# Dataset name prefixes: synthetic data has a known class count; UCF101 has no reader yet.
+# Dataset name prefix of the synthetic motion-class data (8 classes).
 _SYNTHETIC_PREFIX = "synthetic_movi/"
-_UCF101_PREFIX = "ucf101"
 
 
 def make_task(config: ml_collections.ConfigDict) -> "PretrainTask | ClassificationTask":
@@ -68,26 +76,9 @@ def make_task(config: ml_collections.ConfigDict) -> "PretrainTask | Classificati
 # ----------------------------------------------------------------------------------------
 
 
-def _check_dataset_supported(data_config: ml_collections.ConfigDict) -> None:
-  """UCF101 has no reader yet; say so before anything else fails less clearly."""
-  if data_config.name.startswith(_UCF101_PREFIX):
-    raise NotImplementedError(
-        f"config.data.name={data_config.name!r}: videolib/data/pipeline.py reads only "
-        "'synthetic_movi/...' and 'movi_*' datasets; UCF101 needs a reader there. To add "
-        "one: (1) prepare TFDS 'ucf101/ucf101_1' (needs the ffmpeg binary; downloads "
-        "UCF101_videos.zip, ~6.5 GB, and the split zip): `tfds build ucf101 "
-        "--config=ucf101_1 --data_dir=DIR`; (2) convert it to ArrayRecord: `tfds "
-        "convert_format --dataset_version_dir=DIR/ucf101/ucf101_1/VERSION "
-        "--out_file_format=array_record`; (3) add a pipeline branch that maps its "
-        "'video' (JPEG frames, 25 fps) and 'label' to the batch contract. Until then use "
-        "configs/mgtc_tiny.py on synthetic_movi."
-    )
-
-
 def _validate_data_and_model(config: ml_collections.ConfigDict) -> selection.TokenGrid:
   """Checks that the clip the model sees is well-formed; returns its token grid."""
   data, model = config.data, config.model
-  _check_dataset_supported(data)
   if "video" not in data.features:
     raise ValueError(f"config.data.features={tuple(data.features)} must include 'video'.")
   if np.ndim(data.resolution) != 0 or data.resolution != model.image_size:
@@ -338,6 +329,8 @@ def _num_classes(data_config: ml_collections.ConfigDict) -> int | None:
   """Classes of the dataset, where known from its name."""
   if data_config.name.startswith(_SYNTHETIC_PREFIX):
     return len(scenes.CLASS_NAMES)
+  if ucf101.is_ucf101(data_config.name):
+    return ucf101.NUM_CLASSES
   return None
 
 
@@ -380,6 +373,12 @@ class ClassificationTask:
         self.gflops_per_view, config.eval_clips, config.selection.method,
         config.selection.drop_ratio, config.selection.apply_at,
         _kept_token_count(config, train=False), grid.num_tokens)
+
+  def layer_ids(self) -> optim.LayerIds:
+    """Parameter -> layer map for `config.optimizer.layer_decay` (`vit.classifier_layer_id`)."""
+    depth = self.config.model.depth
+    return optim.LayerIds(num_layers=depth,
+                          layer_id=functools.partial(vit.classifier_layer_id, depth=depth))
 
   def _kept(self, params, video, *, train: bool, rng: jax.Array | None):
     """The rule's kept tokens for `video`, or None for all of them."""

@@ -461,6 +461,22 @@ def masked_reconstruction_loss(
   return jnp.mean(jnp.square(predictions - masked_targets))
 
 
+def classifier_layer_id(path: tuple[str, ...], depth: int) -> int:
+  """Layer id of a `VideoViT` parameter for layer-wise lr decay (VideoMAE's rule).
+
+  'patch_embed' -> 0, 'encoder/block_i' -> i + 1, 'fc_norm' and 'head' -> depth + 1 (the
+  position table is fixed, not a parameter). Unknown paths raise ValueError.
+  """
+  top = path[0] if path else ""
+  if top == "patch_embed":
+    return 0
+  if top == "encoder" and len(path) > 1 and path[1].startswith("block_"):
+    return int(path[1][len("block_"):]) + 1
+  if top in ("fc_norm", "head"):
+    return depth + 1
+  raise ValueError(f"No layer id for VideoViT parameter {'/'.join(path)!r}.")
+
+
 def _module_kwargs(
     config: ml_collections.ConfigDict, module: type[nn.Module]
 ) -> dict[str, Any]:

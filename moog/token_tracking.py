@@ -9,8 +9,9 @@ turns them into
 * `attention_centroids`: `[*b, T, n, 2]`, the attention-weighted mean (y, x) of the grid
   cell centres, in pixel units of the frame (pixel `p` covers `[p, p + 1)`, so a cell of
   an `s`-strided grid at row `i` is centred at `(i + 0.5) * s`);
-* `token_consistency`: how consistently each token keeps looking at the same
-  ground-truth segment over time (see that function for the definition);
+* `token_consistency`: for the tokens that attend to one ground-truth segment clearly
+  more than uniformly at frame 0, how consistently they keep looking at it over time
+  (see that function for the definition);
 * `draw_tracks` / `trajectory_video`: the centroid tracks drawn over the frames (host
   side, numpy + PIL), for `moog.visualize` and the eval-time TensorBoard clips.
 
@@ -122,37 +123,58 @@ def segment_attention_mass(
   return jnp.einsum('...nhw,...hwk->...nk', maps, cell_fractions)
 
 
+def segment_areas(
+    segmentations: Int[Array, '*b T H W'], num_segments: int
+) -> Float[Array, '*b T K']:
+  """Fraction of each frame's pixels in each segment."""
+  one_hot = jax.nn.one_hot(segmentations, num_segments, dtype=jnp.float32)
+  return jnp.mean(one_hot, axis=(-3, -2))
+
+
 def token_consistency(
     maps: Float[Array, '*b T n h w'],
     segmentations: Int[Array, '*b T H W'],
     num_segments: int,
-) -> tuple[Float[Array, '*b n'], Float[Array, '']]:
+    min_lift: float = 2.0,
+) -> dict[str, Float[Array, '...']]:
   """How consistently each token keeps its attention on one ground-truth segment.
 
-  Definition: a token's segment is the one holding the largest share of its attention
-  mass at frame 0 (background included: it is a segment like any other). Its score is
-  the fraction of frames 1..T-1 in which that same segment still holds the largest
-  share. A token whose attention follows a moving object scores 1; one that stays put
-  while the object moves away scores the fraction of frames before it left. The overall
-  score is the unweighted mean over tokens and batch elements. Because background counts,
-  a token that attends (nearly) uniformly, as in an untrained model, is dominated by the
-  background in every frame and scores 1; read the score next to the attention maps.
+  Definition. A token's *lift* on segment k in frame t is its attention mass on k divided
+  by k's share of the frame's pixels (1 everywhere for uniform attention; 0 for a
+  segment absent from the frame). A token is *bound* if its largest lift at frame 0 is
+  at least `min_lift`; its segment is that argmax (background is a segment like any
+  other). A bound token's score is the fraction of frames 1..T-1 in which the same
+  segment still has its largest lift: 1 for a token that follows its object, the
+  fraction of frames before the object left for one that stays put. The summary is the
+  mean score over bound tokens (NaN if none) next to the fraction of tokens that are
+  bound; an untrained model, whose attention is near-uniform, binds no token rather
+  than scoring a spurious 1.
 
   Args:
     maps: attention maps, `T >= 2`.
     segmentations: per-pixel segment ids in `[0, num_segments)`.
     num_segments: K, static (e.g. `max id + 1`).
+    min_lift: how much more than uniform a token must attend to a segment at frame 0.
 
   Returns:
-    `(per_token, mean)`: `[*b, n]` scores in [0, 1] and their mean.
+    `per_token` `[*b, n]` scores in [0, 1] (also for unbound tokens), `bound` `[*b, n]`
+    bool, and the scalars `consistency` (mean over bound tokens) and `bound_fraction`.
   """
   if maps.shape[-4] < 2:
     raise ValueError(f'token_consistency needs at least 2 frames, got {maps.shape[-4]}.')
-  mass = segment_attention_mass(maps, segmentations, num_segments)
-  dominant_segment = jnp.argmax(mass, axis=-1)  # [*b, T, n]
-  stays = dominant_segment[..., 1:, :] == dominant_segment[..., :1, :]
+  mass = segment_attention_mass(maps, segmentations, num_segments)  # [*b, T, n, K]
+  areas = segment_areas(segmentations, num_segments)[..., None, :]  # [*b, T, 1, K]
+  lift = jnp.where(areas > 0, mass / jnp.where(areas > 0, areas, 1.0), 0.0)
+  best_segment = jnp.argmax(lift, axis=-1)  # [*b, T, n]
+  stays = best_segment[..., 1:, :] == best_segment[..., :1, :]
   per_token = jnp.mean(stays.astype(jnp.float32), axis=-2)
-  return per_token, jnp.mean(per_token)
+  bound = jnp.max(lift[..., 0, :, :], axis=-1) >= min_lift
+  num_bound = jnp.sum(bound)
+  consistency = jnp.where(
+      num_bound > 0, jnp.sum(jnp.where(bound, per_token, 0.0)) / jnp.maximum(num_bound, 1),
+      jnp.nan)
+  return dict(per_token=per_token, bound=bound, consistency=consistency,
+              bound_fraction=jnp.mean(bound.astype(jnp.float32)))
 
 
 def token_colours(num_tokens: int) -> list[tuple[int, int, int]]:

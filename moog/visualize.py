@@ -140,8 +140,9 @@ def visualize_run(
     scale: upscaling factor of the drawn frames.
 
   Returns:
-    `{'out', 'num_frames', 'size' (width, height), 'token_consistency'}`, where the
-    consistency is over all tokens of the rendered videos.
+    `{'out', 'num_frames', 'size' (width, height), 'token_consistency',
+    'bound_token_fraction'}` over all tokens of the rendered videos
+    (`token_tracking.token_consistency`; the consistency is NaN when no token is bound).
   """
   if not out_path.lower().endswith('.gif'):
     raise ValueError(f'--out={out_path!r}: only GIF output is supported (use a .gif path).')
@@ -163,7 +164,7 @@ def visualize_run(
   predicted, cross_attention, grid_shape = run_model(config, params, source, video)
   maps = token_tracking.attention_maps(cross_attention, grid_shape)
   centroids = np.asarray(token_tracking.attention_centroids(maps, frame_shape))
-  _, consistency = token_tracking.token_consistency(
+  consistency = token_tracking.token_consistency(
       maps, jnp.asarray(segmentations), num_segments=int(segmentations.max()) + 1)
 
   drawn_tokens = min(num_tokens, centroids.shape[-2])
@@ -185,7 +186,8 @@ def visualize_run(
   writers.write_gif(out_path, np.stack(gif_frames), fps)
   height, width = gif_frames[0].shape[:2]
   return dict(out=out_path, num_frames=num_frames, size=[width, height],
-              token_consistency=float(consistency))
+              token_consistency=float(consistency['consistency']),
+              bound_token_fraction=float(consistency['bound_fraction']))
 
 
 def main(argv):

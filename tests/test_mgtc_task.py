@@ -135,7 +135,10 @@ def test_init_from_prefixes_reports_names_absent_from_the_checkpoint(pretrained,
     ("", {"model.num_classes": 10}, ValueError, "config.model.num_classes=10"),
     ("", {"selection.apply_at": "always"}, ValueError, "config.selection.apply_at"),
     ("mode=pretrain", {"model.mask_ratio": 1.0}, ValueError, "config.model.mask_ratio=1.0"),
-    ("", {"data.name": "ucf101/ucf101_1"}, NotImplementedError, "tfds build ucf101"),
+    # No prepared UCF101 under data_dir: the preparation commands, before any compile.
+    ("", {"data.name": "ucf101/ucf101_1", "model.num_classes": 101}, FileNotFoundError,
+     "tfds build ucf101 --config=ucf101_1"),
+    ("", {"data.name": "ucf101/ucf101_1"}, ValueError, "ucf101/ucf101_1 has 101 classes"),
 ])
 def test_bad_configs_fail_before_compiling_naming_the_field(
     data_dir, tmp_path, arg, overrides, error, field):

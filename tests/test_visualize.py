@@ -63,9 +63,11 @@ def test_consistency_is_one_when_following_the_object_and_lower_when_staying_put
   maps = jnp.asarray(_one_hot_maps(cells, grid))
   mass = token_tracking.segment_attention_mass(maps, jnp.asarray(segmentations), 2)
   np.testing.assert_allclose(mass[:, 0], np.tile([[0.0, 1.0]], (num_frames, 1)))
-  per_token, mean = token_tracking.token_consistency(maps, jnp.asarray(segmentations), 2)
-  np.testing.assert_allclose(per_token, [1.0, 0.0])
-  assert float(mean) == pytest.approx(0.5)
+  result = token_tracking.token_consistency(maps, jnp.asarray(segmentations), 2)
+  np.testing.assert_allclose(result["per_token"], [1.0, 0.0])
+  np.testing.assert_array_equal(result["bound"], [True, True])  # Lift 16 on the object.
+  assert float(result["consistency"]) == pytest.approx(0.5)
+  assert float(result["bound_fraction"]) == 1.0
 
 
 def test_consistency_counts_the_frames_before_the_object_left():
@@ -73,16 +75,33 @@ def test_consistency_counts_the_frames_before_the_object_left():
   segmentations[:, 0, 0] = 3
   segmentations[3:, 0, 0] = 0  # The object leaves the token's cell at frame 3.
   maps = jnp.asarray(_one_hot_maps([[(0, 0)]] * 5, (4, 4)))
-  per_token, _ = token_tracking.token_consistency(maps, jnp.asarray(segmentations), 4)
-  np.testing.assert_allclose(per_token, [2 / 4])
+  result = token_tracking.token_consistency(maps, jnp.asarray(segmentations), 4)
+  np.testing.assert_allclose(result["per_token"], [2 / 4])
 
 
-def test_consistency_is_jittable_with_a_static_number_of_segments():
-  segmentations = jnp.zeros((2, 3, 4, 4), jnp.int32)
+def test_uniform_attention_binds_no_token_so_consistency_is_undefined():
+  segmentations = jnp.zeros((2, 3, 4, 4), jnp.int32).at[..., :2, :2].set(1)
   maps = jnp.full((2, 3, 5, 2, 2), 0.25)
   consistency = jax.jit(token_tracking.token_consistency, static_argnums=2)
-  per_token, mean = consistency(maps, segmentations, 2)
-  assert per_token.shape == (2, 5) and float(mean) == 1.0
+  result = consistency(maps, segmentations, 2)
+  assert result["per_token"].shape == (2, 5)
+  assert not result["bound"].any() and float(result["bound_fraction"]) == 0.0
+  assert np.isnan(result["consistency"])
+
+
+def test_only_bound_tokens_enter_the_consistency():
+  # Token 0 attends to the object (a quarter of the frame) with lift 4, then loses it;
+  # token 1 attends uniformly (lift 1): unbound, so its score does not count.
+  segmentations = np.zeros((3, 4, 4), np.int32)
+  segmentations[:, :2, :2] = 1
+  maps = np.full((3, 2, 2, 2), 0.25, np.float32)
+  maps[:, 0] = 0.0
+  maps[0, 0, 0, 0] = 1.0
+  maps[1:, 0, 1, 1] = 1.0
+  result = token_tracking.token_consistency(jnp.asarray(maps), jnp.asarray(segmentations), 2)
+  np.testing.assert_array_equal(result["bound"], [True, False])
+  np.testing.assert_allclose(result["per_token"][0], 0.0)
+  assert float(result["consistency"]) == 0.0 and float(result["bound_fraction"]) == 0.5
 
 
 def test_corrector_cross_attention_comes_batch_major_from_a_real_moog_apply():
@@ -154,8 +173,8 @@ def test_cli_writes_a_gif_of_token_tracks_next_to_predictions(trained_workdir, t
       capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert np.isfinite(summary["token_consistency"])
-  assert 0.0 <= summary["token_consistency"] <= 1.0
+  assert 0.0 <= summary["bound_token_fraction"] <= 1.0
+  assert summary["bound_token_fraction"] == 0.0 or 0.0 <= summary["token_consistency"] <= 1.0
   assert "Rendering frames" in result.stderr  # The tqdm progress bar.
   with Image.open(out) as gif:
     assert gif.n_frames == 4

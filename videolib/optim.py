@@ -4,10 +4,24 @@ The default is the official MooG recipe (moog.md §8): global-norm clipping, the
 weight decay on every parameter (no mask), lr warmed up linearly from 0 and decayed with a
 cosine to `end_lr` at the last step. `decay_steps` counts the warmup, as in
 `optax.warmup_cosine_decay_schedule`.
+
+Optional layer-wise lr decay (`layer_decay`, off by default; BEiT / VideoMAE fine-tuning):
+the task maps each parameter to a layer id in [0, num_layers + 1] (`LayerIds`; for a ViT
+the patch embedding is 0, block i is i + 1, the final norm and head num_layers + 1) and
+that parameter's update is multiplied by `layer_decay ** (num_layers + 1 - id)`. The scale
+is applied after AdamW (`scale_by_layer_decay`), so it multiplies the whole AdamW step,
+weight decay included: the same as VideoMAE's per-group `lr_scale` on PyTorch AdamW, with
+the moments untouched. With `layer_decay=None` the optimizer is exactly the default chain.
 """
 
+import dataclasses
+from typing import Any, Callable
+
+import jax
 import ml_collections
 import optax
+
+PyTree = Any
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
@@ -23,8 +37,53 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
           weight_decay=1e-4,
           clip_norm=1.0,
           grad_accumulation_steps=1,
+          # Layer-wise lr decay factor in (0, 1]; None = off. Needs a task with `layer_ids`.
+          layer_decay=ml_collections.config_dict.placeholder(float),
       )
   )
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerIds:
+  """How a task's parameters map to layers, for layer-wise lr decay.
+
+  Attributes:
+    num_layers: L, the number of transformer blocks; ids run from 0 (input embedding)
+      to L + 1 (the top: final norm and head).
+    layer_id: parameter path (the tree keys, e.g. ('encoder', 'block_3', 'mlp', 'fc1',
+      'kernel')) -> its layer id; raises ValueError for a path it does not know.
+  """
+
+  num_layers: int
+  layer_id: Callable[[tuple[str, ...]], int]
+
+
+def _path_names(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def layer_decay_scales(params: PyTree, layer_ids: LayerIds, decay: float) -> PyTree:
+  """Per-parameter lr multiplier `decay ** (num_layers + 1 - layer_id)` (python floats)."""
+
+  def scale(path, _):
+    layer = layer_ids.layer_id(_path_names(path))
+    if not 0 <= layer <= layer_ids.num_layers + 1:
+      raise ValueError(f"Layer id {layer} of parameter {'/'.join(_path_names(path))} is "
+                       f"outside [0, {layer_ids.num_layers + 1}].")
+    return float(decay) ** (layer_ids.num_layers + 1 - layer)
+
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer_decay(layer_ids: LayerIds, decay: float) -> optax.GradientTransformation:
+  """Stateless transform multiplying each update by its `layer_decay_scales` entry."""
+
+  def update_fn(updates, params=None):
+    del params
+    scales = layer_decay_scales(updates, layer_ids, decay)
+    return jax.tree.map(lambda u, s: u * s, updates, scales)
+
+  return optax.stateless(update_fn)
 
 
 def make_schedule(
@@ -42,15 +101,25 @@ def make_schedule(
 
 
 def make_optimizer(
-    opt_config: ml_collections.ConfigDict, num_train_steps: int
+    opt_config: ml_collections.ConfigDict, num_train_steps: int,
+    layer_ids: LayerIds | None = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimizer, schedule).
 
   With `grad_accumulation_steps > 1` the optimizer is wrapped in `optax.MultiSteps`: the
   schedule then advances once per accumulated update, so `num_train_steps` counts updates.
+
+  Args:
+    opt_config: see `default_optimizer_config`.
+    num_train_steps: optimizer updates of the run (the schedule's length).
+    layer_ids: the task's parameter -> layer map; required when `opt_config.layer_decay`
+      is set, ignored otherwise.
+
+  Raises:
+    ValueError: `layer_decay` outside (0, 1], or set without `layer_ids`.
   """
   schedule = make_schedule(opt_config, num_train_steps)
-  tx = optax.chain(
+  transforms = [
       optax.clip_by_global_norm(opt_config.clip_norm),
       optax.adamw(
           learning_rate=schedule,
@@ -59,7 +128,18 @@ def make_optimizer(
           eps=opt_config.eps,
           weight_decay=opt_config.weight_decay,
       ),
-  )
+  ]
+  layer_decay = opt_config.get("layer_decay")
+  if layer_decay is not None:
+    if not 0.0 < layer_decay <= 1.0:
+      raise ValueError(f"config.optimizer.layer_decay={layer_decay} is outside (0, 1].")
+    if layer_ids is None:
+      raise ValueError(
+          f"config.optimizer.layer_decay={layer_decay} needs a task that maps parameters "
+          "to layers (a `layer_ids()` method, e.g. mgtc's ClassificationTask); this one "
+          "does not. Set it to None.")
+    transforms.append(scale_by_layer_decay(layer_ids, layer_decay))
+  tx = optax.chain(*transforms)
   if opt_config.grad_accumulation_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=opt_config.grad_accumulation_steps)
   return tx, schedule

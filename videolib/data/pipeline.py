@@ -18,6 +18,9 @@ Datasets (`data_config.name`):
   * 'synthetic_movi/<config>' (`synthetic.py`): rendered and stored on first use
     under `data_dir`; e.g. 'synthetic_movi/32x32_24f' for the tiny configs.
   * 'movi_a/128x128' ... 'movi_f/512x512' (`movi.py`): read from `data_dir`.
+  * 'ucf101/ucf101_1' (also `_2`, `_3`, `_1_256`; `ucf101.py`): TFDS UCF101 prepared
+    by the user as ArrayRecord under `data_dir`; variable-length videos, features
+    'video' and 'label' only, short-side square crops (see `ucf101.py`).
 
 Batches follow the contract in docs/design.md: per-host dicts of numpy arrays
 with keys depending on `data_config.features`, plus `_mask`.
@@ -35,6 +38,7 @@ from PIL import Image
 from videolib.data import movi
 from videolib.data import scenes
 from videolib.data import synthetic
+from videolib.data import ucf101
 
 FEATURES = ("video", "depth", "segmentations", "boxes", "tracks", "label")
 _SYNTHETIC_PREFIX = "synthetic_movi/"
@@ -48,7 +52,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   """Data config with documented defaults (the tiny synthetic setting)."""
   return ml_collections.ConfigDict(dict(
       # 'synthetic_movi/<H>x<W>_<T>f[_<R>x]' (see synthetic.config_name) or
-      # 'movi_<a..f>/<H>x<W>'.
+      # 'movi_<a..f>/<H>x<W>' or 'ucf101/ucf101_<1|2|3|1_256>'.
       name="synthetic_movi/32x32_24f",
       # Directory holding the TFDS datasets (local or gs://); None = TFDS default
       # (~/tensorflow_datasets). Synthetic datasets are written there.
@@ -58,7 +62,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       num_frames=8,  # Window length T.
       frame_stride=1,  # Take every k-th stored frame.
       resolution=32,  # Output H = W (or an (H, W) tuple); <= stored size.
-      random_crop=True,  # Training only: distorted crop, area 0.3-1, aspect 0.5-2.
+      # Training only: distorted crop, area 0.3-1, aspect 0.5-2 (UCF101: a randomly
+      # placed short-side square instead of the centred one).
+      random_crop=True,
       features=("video",),  # Subset of FEATURES.
       num_tracks=64,  # N: point tracks per example (padded, see tracks_valid).
       max_instances=10,  # K: box tracks per example (MOVi-E has up to 23).
@@ -71,11 +77,15 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class _Stored:
-  """What the stored dataset holds."""
-  num_frames: int
-  height: int
-  width: int
-  is_movi: bool
+  """What the stored dataset holds (None: varies per video)."""
+  num_frames: int | None
+  height: int | None
+  width: int | None
+  kind: str  # 'synthetic' | 'movi' | 'ucf101'.
+
+  @property
+  def is_movi(self) -> bool:
+    return self.kind == "movi"
 
 
 def _resolution(data_config) -> tuple[int, int]:
@@ -88,15 +98,18 @@ def _stored_info(data_config) -> _Stored:
   name = data_config.name
   if name.startswith(_SYNTHETIC_PREFIX):
     c = synthetic.config_from_name(name[len(_SYNTHETIC_PREFIX):])
-    return _Stored(c.num_frames, c.height, c.width, is_movi=False)
+    return _Stored(c.num_frames, c.height, c.width, kind="synthetic")
   if movi.is_movi(name):
     _, config = movi.parse_name(name)
     height, width = (int(v) for v in config.split("x"))
-    return _Stored(24, height, width, is_movi=True)
+    return _Stored(24, height, width, kind="movi")
+  if ucf101.is_ucf101(name):
+    height, width = ucf101.frame_size(name) or (None, None)
+    return _Stored(None, height, width, kind="ucf101")
   raise ValueError(
       f"Unknown dataset {name!r}: expected 'synthetic_movi/<config>' (e.g. "
-      f"'synthetic_movi/32x32_24f') or one of {movi.MOVI_VARIANTS} with a "
-      f"resolution (e.g. 'movi_e/128x128').")
+      f"'synthetic_movi/32x32_24f'), one of {movi.MOVI_VARIANTS} with a "
+      f"resolution (e.g. 'movi_e/128x128') or 'ucf101/ucf101_1'.")
 
 
 def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
@@ -109,13 +122,14 @@ def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
     raise ValueError(f"num_frames={data_config.num_frames} and frame_stride="
                      f"{data_config.frame_stride} must be >= 1.")
   span = (data_config.num_frames - 1) * data_config.frame_stride + 1
-  if span > stored.num_frames:
+  if stored.num_frames is not None and span > stored.num_frames:
     raise ValueError(
         f"A window of num_frames={data_config.num_frames} at frame_stride="
         f"{data_config.frame_stride} spans {span} frames, but {data_config.name} "
         f"videos have {stored.num_frames} frames.")
   height, width = _resolution(data_config)
-  if height > stored.height or width > stored.width or min(height, width) < 1:
+  if min(height, width) < 1 or (stored.height is not None and (
+      height > stored.height or width > stored.width)):
     raise ValueError(
         f"resolution={(height, width)} is larger than the {data_config.name} frames "
         f"({stored.height}, {stored.width}) (or not positive); crops are resized "
@@ -128,6 +142,13 @@ def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
   if stored.is_movi and "label" in data_config.features:
     raise ValueError(f"{data_config.name} has no motion class label; 'label' exists "
                      "only for synthetic_movi.")
+  if stored.kind == "ucf101":
+    if not set(data_config.features) <= {"video", "label"}:
+      raise ValueError(f"config.data.features={tuple(data_config.features)}: "
+                       f"{data_config.name} has only 'video' and 'label'.")
+    if height != width:
+      raise ValueError(f"config.data.resolution={data_config.resolution}: UCF101 clips "
+                       "are square crops; give one size.")
   return stored
 
 
@@ -136,6 +157,8 @@ def _load_builder(data_config):
   name = data_config.name
   if movi.is_movi(name):
     return movi.load_builder(name, data_config.data_dir)
+  if ucf101.is_ucf101(name):
+    return ucf101.load_builder(name, data_config.data_dir)
   builder = synthetic.SyntheticMovi(
       config=name[len(_SYNTHETIC_PREFIX):], data_dir=data_config.data_dir,
       file_format="array_record")
@@ -147,7 +170,8 @@ def _decoders(builder) -> dict:
   """numpy decoders: pixel layers stay PNG bytes, decoded per window frame later."""
   decoders = movi.numpy_decoders(builder.info.features)
   for key in ("video", "segmentations", "depth"):
-    decoders[key] = movi.NoDecoding()
+    if key in builder.info.features:
+      decoders[key] = movi.NoDecoding()
   return decoders
 
 
@@ -178,9 +202,10 @@ class _CheckedSource(grain.sources.RandomAccessDataSource):
 
 
 def _unpack(record: dict, features) -> dict[str, Any]:
-  """TFDS record (MOVi layout) -> flat dict; pixel layers as per-frame PNG bytes."""
+  """TFDS record (MOVi or UCF101 layout) -> flat dict; pixel layers as per-frame bytes."""
   unpacked = {"video": list(record["video"]),
-              "video_name": record["metadata"]["video_name"]}
+              # UCF101 stores no name; records are then named by split and index only.
+              "video_name": record.get("metadata", {}).get("video_name")}
   if "segmentations" in features:
     unpacked["segmentations"] = list(record["segmentations"])
   if "depth" in features:
@@ -205,15 +230,24 @@ _FRAME_LAYOUT = {"video": (3, np.uint8), "segmentations": (1, np.uint8),
 
 
 def _where(record: dict) -> str:
-  return f"{record['split']}[{record['index']}] (video_name={record['video_name']!r})"
+  where = f"{record['split']}[{record['index']}]"
+  if record["video_name"] is None:
+    return where
+  return f"{where} (video_name={record['video_name']!r})"
 
 
 def _check_record(record: dict, split: str, index: int, stored: _Stored) -> dict:
   """Raises ValueError naming the record and the expectation if it is malformed."""
   record.update(split=split, index=index)
   t = stored.num_frames
+  if t is None and not record["video"]:
+    raise ValueError(f"Record {_where(record)}: video has no frames.")
+  if stored.kind == "ucf101" and "label" in record and not (
+      0 <= record["label"] < ucf101.NUM_CLASSES):
+    raise ValueError(f"Record {_where(record)}: label {record['label']} is outside "
+                     f"[0, {ucf101.NUM_CLASSES}).")
   for key in _FRAME_LAYOUT:
-    if key in record and len(record[key]) != t:
+    if t is not None and key in record and len(record[key]) != t:
       raise ValueError(f"Record {_where(record)}: {key} has {len(record[key])} "
                        f"frames, expected {t}.")
   if "depth_range" in record and record["depth_range"].shape != (2,):
@@ -236,7 +270,7 @@ def _check_record(record: dict, split: str, index: int, stored: _Stored) -> dict
 
 
 def _decode_frames(record: dict, key: str, frames: np.ndarray, stored: _Stored):
-  """Decodes the PNG frames `frames` of layer `key` -> [T, H, W, C], checked."""
+  """Decodes the PNG (UCF101: JPEG) frames `frames` of `key` -> [T, H, W, C], checked."""
   channels, dtype = _FRAME_LAYOUT[key]
   decoded = []
   for f in frames:
@@ -244,11 +278,15 @@ def _decode_frames(record: dict, key: str, frames: np.ndarray, stored: _Stored):
       with Image.open(io.BytesIO(record[key][f])) as image:
         decoded.append(np.asarray(image, dtype=dtype if image.mode.startswith("I") else None))
     except OSError as error:  # PIL's UnidentifiedImageError and truncated-file errors.
-      raise ValueError(f"Record {_where(record)}: frame {f} of {key} is not a decodable PNG "
-                       f"({error}).") from error
+      raise ValueError(f"Record {_where(record)}: frame {f} of {key} is not a decodable "
+                       f"image ({error}).") from error
+  if len({frame.shape for frame in decoded}) > 1:
+    raise ValueError(f"Record {_where(record)}: {key} frames have different shapes "
+                     f"{sorted({frame.shape for frame in decoded})}.")
   decoded = np.stack(decoded)
   decoded = decoded.reshape(decoded.shape[:3] + (-1,))
-  expected = (len(frames), stored.height, stored.width, channels)
+  expected = (len(frames), stored.height or decoded.shape[1],
+              stored.width or decoded.shape[2], channels)
   if decoded.shape != expected or decoded.dtype != dtype:
     raise ValueError(f"Record {_where(record)}: {key} frames decode to shape "
                      f"{decoded.shape[1:]} dtype {decoded.dtype}, expected "
@@ -362,6 +400,8 @@ def preprocess(record: dict, data_config, stored: _Stored,
   Returns:
     dict of numpy arrays without the batch dimension, `_mask` included.
   """
+  if stored.kind == "ucf101":
+    return _preprocess_ucf101(record, data_config, stored, rng)
   features = data_config.features
   span = (data_config.num_frames - 1) * data_config.frame_stride + 1
   start = 0 if rng is None else int(rng.integers(stored.num_frames - span + 1))
@@ -391,6 +431,27 @@ def preprocess(record: dict, data_config, stored: _Stored,
     example.update(_window_tracks(record, frames, crop, (out_h, out_w),
                                   data_config.num_tracks, rng))
   if "label" in features:
+    example["label"] = np.array(record["label"], np.int32)
+  return example
+
+
+def _preprocess_ucf101(record: dict, data_config, stored: _Stored,
+                       rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+  """A UCF101 record -> clip and label (sampling rules in `ucf101.py`).
+
+  Frames: random start in training, centred in eval, the last frame repeated past the
+  end of short videos. Space: a short-side square (random position in training with
+  `random_crop`, else centred) resized to `resolution`.
+  """
+  frames = ucf101.clip_frame_indices(len(record["video"]), data_config.num_frames,
+                                     data_config.frame_stride, rng)
+  unique, inverse = np.unique(frames, return_inverse=True)  # Repeats decode once.
+  video = _decode_frames(record, "video", unique, stored)[inverse]
+  crop_rng = rng if data_config.random_crop else None
+  crop = ucf101.square_crop(video.shape[1], video.shape[2], crop_rng)
+  example = {"_mask": np.array(True),
+             "video": _resize_video(video, crop, _resolution(data_config))}
+  if "label" in data_config.features:
     example["label"] = np.array(record["label"], np.int32)
   return example
 
