@@ -12,8 +12,9 @@ Released files (upstream README of google-deepmind/representations4d; about 140 
   wget $B/moog_ego4d_point_track_head_ckpt_164335139.npz  # point-track readout head
   wget $B/moog_ego4d_box_track_head_ckpt_164335139.npz    # box-track readout head
 The heads are `moog.attention_readouts.AttentionPointReadout` / `AttentionBoxReadout`
-(sizes: `released_point_head_config()`, `released_box_head_config()`); load them with
-`npz_io.load_released_head` (not yet wired into `moog.main`).
+(sizes: `released_point_head_config()`, `released_box_head_config()`); load and run all
+three as the colab does with `moog.ego4d` (`load_released_files`, `run_released`; the
+heads read `states_corrected_prenorm`). They are not wired into `moog.main`.
 Rename its keys to this project's layout (see `moog/npz_io.py` for what is assumed):
   python -m moog.npz_io --released=moog_ego4d_backbone_ckpt_164335139.npz \
       --output=PATH.npz

@@ -58,7 +58,9 @@ Decisions (the spec is silent; the colab's module code was the reference where i
   'corrected') or a plain [*b, T, n, d] array. Gradients into the features are stopped
   unless `finetune=True`. NB: the released heads were trained on the colab's corrected
   states *before* the state LayerNorm (moog.md §12), whereas this project's
-  `states_corrected` are taken after it; pass pre-norm states for parity with upstream.
+  `states_corrected` are taken after it; pass pre-norm states for parity with upstream:
+  `MooG(return_corrected_prenorm=True)` returns them as `states_corrected_prenorm`, and
+  `moog/ego4d.py` runs backbone and heads that way.
 * Attention weights [*b, heads, q, T·n] are sown as `intermediates/attention_weights`.
 * Parameter names are this project's; `moog/npz_io.py` maps the released names onto
   them.

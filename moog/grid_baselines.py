@@ -43,33 +43,33 @@ BACKBONES = ('moog', 'grid', 'grid_rec')
 class GridMooG(moog_model.MooG):
   """*Grid*: MooG whose state is the current frame's encoder grid, no recurrence."""
 
-  def correct(
+  def correct_prenorm(
       self,
       predicted: Float[Array, '*b n d'],
       encoder_tokens: Float[Array, '*b N D'],
       encoder_token_mask: Bool[Array, '*b N'] | None = None,
   ) -> Float[Array, '*b N d']:
-    """`c_t = LN(e_t + Corrector(e_t, e_t))`; `predicted` is ignored (no recurrence)."""
+    """`e_t + Corrector(e_t, e_t)` (`correct` norms it); `predicted` is ignored."""
     chex.assert_equal_shape([predicted, encoder_tokens])
     update = self.corrector(encoder_tokens, inputs_kv=encoder_tokens,
                             kv_mask=encoder_token_mask)
-    return self.state_norm(encoder_tokens + update)
+    return encoder_tokens + update
 
 
 class GridRecMooG(moog_model.MooG):
   """*Grid Rec.*: MooG whose state token i is tied to encoder grid cell i."""
 
-  def correct(
+  def correct_prenorm(
       self,
       predicted: Float[Array, '*b N d'],
       encoder_tokens: Float[Array, '*b N D'],
       encoder_token_mask: Bool[Array, '*b N'] | None = None,
   ) -> Float[Array, '*b N d']:
-    """`q = p + e` cell by cell; `c = LN(q + Corrector(q, e))`."""
+    """`q = p + e` cell by cell; `q + Corrector(q, e)` (`correct` norms it: `c = LN(.)`)."""
     chex.assert_equal_shape([predicted, encoder_tokens])
     queries = predicted + encoder_tokens
     update = self.corrector(queries, inputs_kv=encoder_tokens, kv_mask=encoder_token_mask)
-    return self.state_norm(queries + update)
+    return queries + update
 
 
 def grid_cells(model_config: ml_collections.ConfigDict, resolution: int | tuple[int, int]) -> int:

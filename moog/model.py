@@ -76,6 +76,10 @@ class MooG(nn.Module):
     remat: rematerialise each time step in the backward pass.
     dtype: computation dtype of the state norm; the submodules carry their own (set
       consistently by `build_moog`).
+    return_corrected_prenorm: also return `states_corrected_prenorm`, the corrected
+      states before the state LayerNorm (the features the released Ego4D heads read;
+      see `step`). Off by default, so training memory and every other output are
+      unchanged; set it on a copy, e.g. `model.clone(return_corrected_prenorm=True)`.
   """
 
   encoder: modules.FrameEncoder
@@ -89,6 +93,7 @@ class MooG(nn.Module):
   subsample_factor_eval: int = 4
   remat: bool = False
   dtype: jnp.dtype = jnp.float32
+  return_corrected_prenorm: bool = False
 
   def setup(self):
     # Shared by the initial state and every correction step.
@@ -111,15 +116,27 @@ class MooG(nn.Module):
     """`p = s + Predictor(s)`: the residual sits outside the transformer."""
     return state + self.predictor(state)
 
+  def correct_prenorm(
+      self,
+      predicted: Float[Array, '*b n d'],
+      encoder_tokens: Float[Array, '*b N D'],
+      encoder_token_mask: Bool[Array, '*b N'] | None = None,
+  ) -> Float[Array, '*b n d']:
+    """`p + Corrector(p, tokens)`, before the state norm; masked tokens are invisible."""
+    update = self.corrector(predicted, inputs_kv=encoder_tokens, kv_mask=encoder_token_mask)
+    return predicted + update
+
   def correct(
       self,
       predicted: Float[Array, '*b n d'],
       encoder_tokens: Float[Array, '*b N D'],
       encoder_token_mask: Bool[Array, '*b N'] | None = None,
   ) -> Float[Array, '*b n d']:
-    """`c = LN_1e-4(p + Corrector(p, tokens))`; masked tokens are invisible."""
-    update = self.corrector(predicted, inputs_kv=encoder_tokens, kv_mask=encoder_token_mask)
-    return self.state_norm(predicted + update)
+    """`c = LN_1e-4(p + Corrector(p, tokens))`; masked tokens are invisible.
+
+    Variants (`moog/grid_baselines.py`) override `correct_prenorm`, not this.
+    """
+    return self.state_norm(self.correct_prenorm(predicted, encoder_tokens, encoder_token_mask))
 
   def decode(
       self, state: Float[Array, '*b n d'], coords: Float[Array, '*#b h w 2']
@@ -202,7 +219,9 @@ class MooG(nn.Module):
           same lattice;
         `states_predicted`, `states_corrected`: `[*b, T, n, d]`;
         `states_concat`: `[*b, T, 2n, d]`, predicted then corrected tokens;
-        `state`: `[*b, n, d]`, the final corrected state (input to the next chunk).
+        `state`: `[*b, n, d]`, the final corrected state (input to the next chunk);
+        `states_corrected_prenorm`: `[*b, T, n, d]`, only with
+          `return_corrected_prenorm` (see `step`).
     """
     self._check_inputs(video, state, encoder_token_mask, train)
     batch_shape = video.shape[:-4]
@@ -234,17 +253,42 @@ class MooG(nn.Module):
     """One time step: predict, decode the prediction against `frame`, correct.
 
     Returns the corrected state (the next carry) and this frame's `video_predicted`,
-    `subsampled_targets`, `states_predicted` and `states_corrected`.
+    `subsampled_targets`, `states_predicted` and `states_corrected`; with
+    `return_corrected_prenorm` also `states_corrected_prenorm`, the corrected state
+    before the state LayerNorm: `x_t = p_t + Corrector(p_t, Enc(frame_t))`, so that
+    `states_corrected = LN_1e-4(states_corrected_prenorm)` exactly (same ops).
+
+    Relation to the released Ego4D colab (representations4d `moog_inference_demo`),
+    whose step is `s = LN(x_{t-1}); s = s + Predictor(s); x_t = s + Corrector(s, e_t)`
+    from the raw noise `x_{-1} = 1e-4 · N(0, 1)`, with the heads reading `x_0 .. x_{T-1}`
+    ("corrected states of frames 1..T before the next LayerNorm", moog.md §12):
+    * Equal: the same operations in the same order. Moving the colab's leading LN to
+      the end of the previous step gives this recurrence: `s_{t-1} = LN(x_{t-1})` is
+      this model's carried state, so `states_corrected_prenorm[t] = x_t` (the heads'
+      features) and `states_corrected[t] = LN(x_t)` (the colab's normed state at the
+      start of step t + 1); the initial state `LN(1e-4 · N(0, 1))` is what the colab's
+      first step normalises. Tested against a literal colab-order loop in
+      `tests/test_ego4d.py` with the same noise.
+    * Differs: (1) the noise sample: both draw 1e-4 · N(0, 1) from the 'default' rng,
+      but Flax derives the key from the module path, so one seed gives different draws
+      (upstream's inference is stochastic in the same way); to reproduce a given noise,
+      pass `state=LN(noise)`. (2) The returned final `state` is normed here and raw
+      (`x_{T-1}`) in the colab; this model's chunked inference passes the normed one,
+      which is the colab's next step after its LN. (3) The colab never decodes at
+      inference; this step also decodes `p_t` (its output is unused by the heads).
     """
     predicted = self.predict(state)
     video_predicted, targets = self._decode_subsampled(predicted, frame, train)
-    corrected = self.correct(predicted, encoder_tokens, encoder_token_mask)
-    return corrected, dict(
-        video_predicted=video_predicted,
-        subsampled_targets=targets,
-        states_predicted=predicted,
-        states_corrected=corrected,
-    )
+    outputs = dict(video_predicted=video_predicted, subsampled_targets=targets,
+                   states_predicted=predicted)
+    if self.return_corrected_prenorm:
+      prenorm = self.correct_prenorm(predicted, encoder_tokens, encoder_token_mask)
+      corrected = self.state_norm(prenorm)
+      outputs['states_corrected_prenorm'] = prenorm
+    else:
+      corrected = self.correct(predicted, encoder_tokens, encoder_token_mask)
+    outputs['states_corrected'] = corrected
+    return corrected, outputs
 
   def scan_steps(self, state, time_major_inputs, *, train: bool):
     """Scans `step` over time-major `(encoder_tokens, frames, encoder_token_masks)`.

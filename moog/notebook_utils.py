@@ -16,6 +16,9 @@ here, tested in `tests/test_notebook_utils.py`:
   finalised and laid out as readout-vs-baseline rows.
 * `plot_point_tracks`, `plot_boxes`, `plot_depth`, `plot_readouts`: ground truth next to
   predictions on a few frames of one video (matplotlib).
+* `ego4d_clip`, `ego4d_predict`, `plot_ego4d`: the released Ego4D backbone and heads
+  (`moog/ego4d.py`) on one clip (a validation video or a video file), drawn with the
+  ground truth when the clip has it.
 
 Coordinates: point tracks are (x, y) raster pixels (pixel p covers [p, p + 1)), boxes are
 normalised [ymin, xmin, ymax, xmax]; frames are drawn with `extent=(0, W, H, 0)` so raster
@@ -37,6 +40,7 @@ from absl import logging as absl_logging
 
 from configs import moog_readout_tiny
 from configs import moog_tiny
+from moog import ego4d
 from moog import grid_baselines
 from moog import readout_task
 from moog import readouts
@@ -452,3 +456,177 @@ def plot_readouts(batch, predictions, video: int = 0,
   if 'depth' in predictions:
     figures.append(plot_depth(batch, predictions, video, frames))
   return figures
+
+
+# ----------------------------------------------------------------------------------------
+# Released Ego4D weights.
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Ego4DClip:
+  """One clip prepared for `moog.ego4d.run_released`, with its ground truth if any.
+
+  Attributes:
+    video: [1, T, R, R, 3] float32 in [0, 1].
+    query_xy: [1, N, 2] frame-0 point queries, (x, y) / (W, H) in [0, 1].
+    query_boxes: [1, K, 4] frame-0 boxes, normalised (ymin, xmin, ymax, xmax).
+    source: where the clip came from.
+    target_points: [N, T, 2] ground-truth (x, y) raster pixels of the R x R clip, or None.
+    target_visible: [N, T] bool, or None.
+    boxes: [T, K, 4] ground-truth normalised boxes, or None.
+    boxes_valid: [T, K] bool, or None.
+  """
+  video: np.ndarray
+  query_xy: np.ndarray
+  query_boxes: np.ndarray
+  source: str
+  target_points: np.ndarray | None = None
+  target_visible: np.ndarray | None = None
+  boxes: np.ndarray | None = None
+  boxes_valid: np.ndarray | None = None
+
+
+def _read_video_file(path: str) -> np.ndarray:
+  """[T, H, W, 3] from `.npy` (numpy) or any video format (mediapy; needs ffmpeg)."""
+  if path.endswith('.npy'):
+    video = np.load(path, allow_pickle=False)
+  else:
+    import mediapy  # pylint: disable=g-import-not-at-top
+    video = np.asarray(mediapy.read_video(path))
+  if video.ndim == 5 and video.shape[0] == 1:
+    video = video[0]
+  return video
+
+
+def grid_queries(count: int) -> np.ndarray:
+  """[count², 2] (x, y) in [0, 1]: the centres of a count x count grid of cells."""
+  centres = (np.arange(count) + 0.5) / count
+  x, y = np.meshgrid(centres, centres, indexing='xy')
+  return np.stack([x.ravel(), y.ravel()], axis=-1).astype(np.float32)
+
+
+def ego4d_clip(config: ml_collections.ConfigDict, *, video_path: str = '',
+               batch: dict[str, np.ndarray] | None = None, video: int = 0,
+               query_grid: int = 6,
+               default_box: Sequence[float] = (0.25, 0.25, 0.75, 0.75)) -> Ego4DClip:
+  """A clip of `config.num_frames` frames at `config.resolution`², with frame-0 queries.
+
+  From `video_path` (a `.npy` [T, H, W, 3] array or a video file read by mediapy): the
+  first frames, resized; point queries on a `query_grid` x `query_grid` grid and one
+  `default_box`. Otherwise video `video` of `batch` (a `validation_batch`): its tracks
+  whose query is on frame 0 (as the colab) and its boxes present on frame 0, with their
+  ground truth.
+
+  Args:
+    config: `moog.ego4d` sizes (`num_frames`, `resolution`).
+    video_path: a video file; '' = use `batch`.
+    batch: a validation batch (`video`, tracks and boxes).
+    video: which video of the batch.
+    query_grid: grid size of the point queries of a video file.
+    default_box: the box query of a video file.
+  """
+  if video_path:
+    clip = ego4d.prepare_clip(_read_video_file(video_path), config)
+    return Ego4DClip(video=clip[None], query_xy=grid_queries(query_grid)[None],
+                     query_boxes=np.asarray([[default_box]], np.float32), source=video_path)
+  if batch is None:
+    raise ValueError('Give a video_path or a validation batch.')
+  frames = batch['video'][video]
+  height, width = frames.shape[1:3]
+  clip = ego4d.prepare_clip(frames, config)
+  num_frames, size = config.num_frames, config.resolution
+  # Without frame-0 tracks / boxes: the grid queries and default box of a video file.
+  result = Ego4DClip(video=clip[None], query_xy=grid_queries(query_grid)[None],
+                     query_boxes=np.asarray([[default_box]], np.float32),
+                     source=f'validation video {video}')
+  keep = (batch['tracks_valid'][video] & (np.round(batch['query_points'][video, :, 0]) == 0)
+          if 'query_points' in batch else np.zeros(0, bool))
+  if keep.any():
+    query_xy, _ = readouts.normalise_query_points(batch['query_points'][video][keep],
+                                                  (height, width))
+    result.query_xy = np.asarray(query_xy, np.float32)[None]
+    scale = np.asarray([size / width, size / height], np.float32)
+    result.target_points = batch['target_points'][video][keep][:, :num_frames] * scale
+    result.target_visible = ~batch['occluded'][video][keep][:, :num_frames]
+  keep = batch['boxes_valid'][video, 0] if 'boxes' in batch else np.zeros(0, bool)
+  if keep.any():
+    result.query_boxes = batch['boxes'][video, 0][keep].astype(np.float32)[None]
+    result.boxes = batch['boxes'][video][:num_frames][:, keep]
+    result.boxes_valid = batch['boxes_valid'][video][:num_frames][:, keep]
+  return result
+
+
+def ego4d_validation_batch(dataset: str, num_frames: int,
+                           data_dir: str | None = None) -> dict[str, np.ndarray]:
+  """The first validation video of `dataset` at its stored size, with tracks and boxes.
+
+  For the released heads, which read `num_frames`-frame clips (16), longer than the
+  quick runs' clips. `dataset` is any name of the input pipeline with tracks and boxes
+  (e.g. a `synthetic_movi/...` split with 16 or more frames, rendered on first use).
+  """
+  data_config = pipeline.default_data_config()
+  data_config.update(name=dataset, data_dir=data_dir or None, random_crop=False,
+                     features=('video', 'boxes', 'tracks'))
+  stored = pipeline._stored_info(data_config)  # pylint: disable=protected-access
+  if stored.height and stored.width:
+    data_config.resolution = min(stored.height, stored.width)
+  data_config.num_frames = num_frames
+  data_config.num_eval_examples = 1
+  return next(iter(pipeline.make_eval_iterator(
+      data_config, global_batch_size=1, process_index=0, process_count=1)))
+
+
+def ego4d_predict(params: dict, clip: Ego4DClip, config: ml_collections.ConfigDict,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+  """`moog.ego4d.run_released` on the clip, for the heads in `params`.
+
+  Returns (first video of the batch): 'points' [N, T, 2] (x, y) raster pixels of the
+  clip, 'visible' [N, T] bool, 'boxes' [T, K, 4] normalised, 'features' [T, n, d].
+  """
+  query_xy = clip.query_xy if 'point_head' in params and clip.query_xy.shape[1] else None
+  query_boxes = (clip.query_boxes if 'box_head' in params and clip.query_boxes.shape[1]
+                 else None)
+  out = ego4d.run_released(params, clip.video, query_xy, query_boxes, config=config,
+                           seed=seed)
+  result = {'features': out['features'][0]}
+  if 'position' in out:
+    size = clip.video.shape[2:4]
+    result['points'] = np.asarray(readouts.positions_to_pixels(out['position'][0], size))
+    result['visible'] = out['visible'][0]
+  if 'boxes' in out:
+    result['boxes'] = out['boxes'][0]
+  return result
+
+
+def plot_ego4d(clip: Ego4DClip, predictions: dict[str, np.ndarray],
+               frames: Sequence[int] | None = None) -> matplotlib.figure.Figure:
+  """Predicted point tracks and boxes on a few frames, under the ground truth if known."""
+  video = clip.video[0]
+  frames = list(frames) if frames is not None else default_frames(video.shape[0])
+  rows = []  # (label, draw(ax, t)).
+  if 'points' in predictions:
+    colours = track_colours(predictions['points'].shape[0])
+    if clip.target_points is not None:
+      rows.append(('ground-truth points', lambda ax, t: draw_point_tracks(
+          ax, video[t], clip.target_points, clip.target_visible, t, colours)))
+    rows.append(('predicted points', lambda ax, t: draw_point_tracks(
+        ax, video[t], predictions['points'], predictions['visible'], t, colours)))
+  if 'boxes' in predictions:
+    count = predictions['boxes'].shape[1]
+    colours_boxes = track_colours(count)
+    if clip.boxes is not None:
+      rows.append(('ground-truth boxes', lambda ax, t: draw_boxes(
+          ax, video[t], clip.boxes[t], clip.boxes_valid[t], colours_boxes)))
+    rows.append(('predicted boxes', lambda ax, t: draw_boxes(
+        ax, video[t], predictions['boxes'][t], np.ones(count, bool), colours_boxes)))
+  if not rows:
+    raise ValueError('No point or box predictions to plot.')
+  figure = _figure(len(rows), len(frames))
+  axes = np.asarray(figure.axes).reshape(len(rows), len(frames))
+  for row, (_, draw) in enumerate(rows):
+    for column, t in enumerate(frames):
+      draw(axes[row, column], t)
+  _label_grid(axes, frames, [label for label, _ in rows])
+  figure.suptitle(f'Released Ego4D heads, {clip.source} (queries on frame 0)', fontsize=9)
+  return figure

@@ -82,9 +82,14 @@ PROJECT_TO_RELEASED: Mapping[str, str] = {
 }
 
 
-def _rename_top_level(key: str, names: Mapping[str, str]) -> str:
-  top, separator, rest = key.partition(checkpoint.NPZ_KEY_SEPARATOR)
-  return names.get(top, top) + separator + rest
+def _rename_prefix(key: str, names: Mapping[str, str]) -> str:
+  """Renames the longest prefix of whole '/'-separated components found in `names`."""
+  parts = key.split(checkpoint.NPZ_KEY_SEPARATOR)
+  for length in range(len(parts), 0, -1):
+    prefix = checkpoint.NPZ_KEY_SEPARATOR.join(parts[:length])
+    if prefix in names:
+      return checkpoint.NPZ_KEY_SEPARATOR.join([names[prefix], *parts[length:]])
+  return key
 
 
 def released_to_project_key(key: str) -> str:
@@ -92,12 +97,12 @@ def released_to_project_key(key: str) -> str:
 
   Unchanged unknown names (e.g. `initializer/...`) then surface as unexpected keys.
   """
-  return _rename_top_level(key, RELEASED_TO_PROJECT)
+  return _rename_prefix(key, RELEASED_TO_PROJECT)
 
 
 def project_to_released_key(key: str) -> str:
   """'corrector/block_0/...' -> 'predictor_ca/block_0/...' (inverse of the above)."""
-  return _rename_top_level(key, PROJECT_TO_RELEASED)
+  return _rename_prefix(key, PROJECT_TO_RELEASED)
 
 
 HEAD_RELEASED_TO_PROJECT: Mapping[str, str] = {
@@ -118,16 +123,6 @@ HEAD_RELEASED_TO_PROJECT: Mapping[str, str] = {
 HEAD_PROJECT_TO_RELEASED: Mapping[str, str] = {
     project: released for released, project in HEAD_RELEASED_TO_PROJECT.items()
 }
-
-
-def _rename_prefix(key: str, names: Mapping[str, str]) -> str:
-  """Renames the longest prefix of whole '/'-separated components found in `names`."""
-  parts = key.split(checkpoint.NPZ_KEY_SEPARATOR)
-  for length in range(len(parts), 0, -1):
-    prefix = checkpoint.NPZ_KEY_SEPARATOR.join(parts[:length])
-    if prefix in names:
-      return checkpoint.NPZ_KEY_SEPARATOR.join([names[prefix], *parts[length:]])
-  return key
 
 
 def released_head_to_project_key(key: str) -> str:

@@ -7,7 +7,8 @@ is under the test's own `tmp_path`, and the kernel picks free ports itself, so t
 runs in parallel with anything under pytest-xdist. The kernel is this interpreter and
 inherits this process's environment, i.e. the 8 simulated CPU devices and the compilation
 cache of `conftest.py`. Measured on a 2-core CPU: about 90 s with a cold compilation
-cache, 30 s with a warm one.
+cache, 30 s with a warm one; section 5 (released-Ego4D heads, tiny random weights) adds
+about 6 s warm.
 """
 
 import json
@@ -18,6 +19,7 @@ import sys
 import nbformat
 from nbclient import NotebookClient
 
+from moog import ego4d
 from moog import notebook_utils
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / 'colabs' / 'moog_readouts.ipynb'
@@ -89,10 +91,15 @@ def test_stored_notebook_has_no_outputs_and_a_parameters_cell():
 
 def test_notebook_executes_end_to_end_with_tiny_parameters(tmp_path, monkeypatch):
   notebook = nbformat.read(NOTEBOOK, as_version=4)
+  # Section 5 on random weights in the released key layout at `moog.ego4d.tiny_config()`
+  # sizes (8 frames of 32x32: the quick runs' validation videos, EGO4D_DATASET='').
+  released = ego4d.write_random_released_files(ego4d.tiny_config(), str(tmp_path / 'ego4d'))
   inject_parameters(notebook, dict(
       PRETRAIN_STEPS=2, READOUT_STEPS=2, NUM_VIDEOS=4, PLOT_VIDEOS=1,
       DATASET='synthetic_movi/32x32_8f_train16_val8',
-      WORK_ROOT=str(tmp_path / 'runs'), DATA_DIR=str(tmp_path / 'tfds')))
+      WORK_ROOT=str(tmp_path / 'runs'), DATA_DIR=str(tmp_path / 'tfds'),
+      EGO4D_BACKBONE_NPZ=released['backbone'], EGO4D_POINT_HEAD_NPZ=released['point_head'],
+      EGO4D_BOX_HEAD_NPZ=released['box_head'], EGO4D_DATASET='', EGO4D_SIZES='tiny'))
   client = NotebookClient(notebook, timeout=600,
                           kernel_name=this_interpreters_kernel(tmp_path, monkeypatch),
                           resources={'metadata': {'path': str(tmp_path)}})
@@ -109,6 +116,9 @@ def test_notebook_executes_end_to_end_with_tiny_parameters(tmp_path, monkeypatch
 
   images = [output for cell in notebook.cells for output in cell.get('outputs', [])
             if 'image/png' in output.get('data', {})]
-  assert len(images) == 3  # Points, boxes, depth of one video.
+  assert len(images) == 4  # Points, boxes, depth of one video; the released heads.
+  (ego4d_cell,) = [cell for cell in notebook.cells if 'ego4d' in cell.metadata.get('tags', [])]
+  assert 'ego4d outputs finite: True' in cell_text(ego4d_cell), cell_text(ego4d_cell)
+  assert "'points': (" in cell_text(ego4d_cell) and "'boxes': (8," in cell_text(ego4d_cell)
   loaded = [cell for cell in notebook.cells if 'readout backbone == MooG' in cell_text(cell)]
   assert loaded and 'readout backbone == MooG checkpoint: True' in cell_text(loaded[0])

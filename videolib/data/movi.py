@@ -27,10 +27,11 @@ Point tracks for real MOVi need Kubric's 3-D lifting of object coordinates
 import io
 import re
 
-from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from videolib.data import prepared
 
 MOVI_VARIANTS = ("movi_a", "movi_b", "movi_c", "movi_d", "movi_e", "movi_f")
 MOVI_VERSION = "1.0.0"
@@ -91,19 +92,9 @@ def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     ValueError: the dataset is stored only as TFRecord.
   """
   data_dir = data_dir or tfds.core.constants.DATA_DIR
-  path = dataset_dir(name, data_dir)
-  if not epath.Path(path, "dataset_info.json").exists():
-    raise FileNotFoundError(
-        f"MOVi dataset {name!r} not found: no {path}/dataset_info.json "
-        f"(data_dir={data_dir!r}).\n{copy_instructions(name, data_dir)}")
-  builder = tfds.builder_from_directory(path)
-  formats = [builder.info.file_format] + list(
-      getattr(builder.info, "alternative_file_formats", []))
-  if tfds.core.FileFormat.ARRAY_RECORD not in formats:
-    raise ValueError(
-        f"MOVi dataset {name!r} at {path} is stored as {formats[0].value}; the grain "
-        f"pipeline needs array_record.\n{copy_instructions(name, data_dir)}")
-  return builder
+  return prepared.open_array_record_builder(
+      dataset_dir(name, data_dir), f"MOVi dataset {name!r} (data_dir={data_dir!r})",
+      copy_instructions(name, data_dir))
 
 
 class _Uint16PngDecoder(tfds.decode.Decoder):

@@ -34,9 +34,10 @@ What the pipeline does with it (`clip_frame_indices`, `square_crop`; docs/data.m
     `eval_clips` evenly spaced clips from it. VideoMAE's 5 clips x 3 crops over the whole
     video are not implemented.
 """
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+
+from videolib.data import prepared
 
 NAME = "ucf101"
 VERSION = "2.0.0"
@@ -99,19 +100,9 @@ def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     ValueError: the dataset is stored only as TFRecord.
   """
   data_dir = data_dir or tfds.core.constants.DATA_DIR
-  path = dataset_dir(name, data_dir)
-  if not epath.Path(path, "dataset_info.json").exists():
-    raise FileNotFoundError(
-        f"UCF101 dataset {name!r} not found: no {path}/dataset_info.json "
-        f"(config.data.data_dir={data_dir!r}).\n{prepare_instructions(name, data_dir)}")
-  builder = tfds.builder_from_directory(path)
-  formats = [builder.info.file_format] + list(
-      getattr(builder.info, "alternative_file_formats", []))
-  if tfds.core.FileFormat.ARRAY_RECORD not in formats:
-    raise ValueError(
-        f"UCF101 dataset {name!r} at {path} is stored as {formats[0].value}; the grain "
-        f"pipeline needs array_record.\n{prepare_instructions(name, data_dir)}")
-  return builder
+  return prepared.open_array_record_builder(
+      dataset_dir(name, data_dir), f"UCF101 dataset {name!r} (data_dir={data_dir!r})",
+      prepare_instructions(name, data_dir))
 
 
 def clip_frame_indices(num_video_frames: int, num_frames: int, stride: int,
