@@ -15,7 +15,10 @@ The heads are `moog.attention_readouts.AttentionPointReadout` / `AttentionBoxRea
 (sizes: `released_point_head_config()`, `released_box_head_config()`); load and run all
 three as the colab does with `moog.ego4d` (`load_released_files`, `run_released`; the
 heads read `states_corrected_prenorm`). They are not wired into `moog.main`.
-Rename its keys to this project's layout (see `moog/npz_io.py` for what is assumed):
+`model.decoder_self_attention` (False) gives the decoder blocks a self-attention too,
+for a file whose decoder holds such weights (`moog/npz_io.py` says so when loading).
+Rename its keys to this project's layout (`moog/npz_io.py` documents the map; a
+`pretrained_model/` wrapper prefix is stripped automatically):
   python -m moog.npz_io --released=moog_ego4d_backbone_ckpt_164335139.npz \
       --output=PATH.npz
 Run:

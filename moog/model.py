@@ -67,7 +67,7 @@ class MooG(nn.Module):
     predictor: self-attention transformer on the state.
     corrector: self- plus cross-attention transformer (queries: predicted state,
       keys/values: the raw encoder tokens of the current frame).
-    decoder: cross-attention-only pixel decoder.
+    decoder: pixel decoder (cross-attention only unless built with self_attention).
     num_tokens: number of state tokens n.
     token_dim: state width d.
     state_init_scale: std of the non-learned initial noise before the state norm.
@@ -281,12 +281,10 @@ class MooG(nn.Module):
     video_predicted, targets = self._decode_subsampled(predicted, frame, train)
     outputs = dict(video_predicted=video_predicted, subsampled_targets=targets,
                    states_predicted=predicted)
+    prenorm = self.correct_prenorm(predicted, encoder_tokens, encoder_token_mask)
+    corrected = self.state_norm(prenorm)
     if self.return_corrected_prenorm:
-      prenorm = self.correct_prenorm(predicted, encoder_tokens, encoder_token_mask)
-      corrected = self.state_norm(prenorm)
       outputs['states_corrected_prenorm'] = prenorm
-    else:
-      corrected = self.correct(predicted, encoder_tokens, encoder_token_mask)
     outputs['states_corrected'] = corrected
     return corrected, outputs
 
@@ -411,10 +409,19 @@ def ego4d_model_config() -> ml_collections.ConfigDict:
   Differences from MOVi: conv strides 2, 1, 1, 2, 1, 1 and a concatenated encoder PE
   (tokens are 512 + 80 = 592 wide). The decoder stays cross-attention only, as in the
   training code (the colab never runs its decoder).
+
+  `decoder_self_attention` (only this config has the field; `build_moog` reads a missing
+  one as False, so older configs and their checkpoints are unchanged): True gives the
+  decoder blocks a self-attention too (36,967,507 parameters), the layout of the colab's
+  decoder class. Set it if a released file holds `decoder/transformer/layer_*/self_att`
+  weights (`moog/npz_io.py` says so when loading fails on them). False is kept because
+  the upstream README sizes the backbone file at 35M / 140 MB, which matches the
+  cross-attention-only decoder (35.19M x 4 bytes), not 37.0M / 148 MB.
   """
   config = paper_movi_model_config()
   config.encoder_strides = (2, 1, 1, 2, 1, 1)
   config.encoder_pos_embedding = 'concat'
+  config.decoder_self_attention = False
   return config
 
 
@@ -523,6 +530,7 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
           qkv_size=c.decoder.qkv_size,
           mlp_dim=c.decoder.mlp_dim,
           num_fourier_bases=c.decoder_fourier_bases,
+          self_attention=c.get('decoder_self_attention', False),
           dtype=dtype,
       ),
       num_tokens=c.num_tokens,

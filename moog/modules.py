@@ -412,13 +412,17 @@ class PixelDecoder(nn.Module):
   """Decodes values at query coordinates by cross-attending into a token set.
 
   Queries are `[zeros(d), FourierPE(coords)]` (width d + 4 * num_fourier_bases); blocks
-  are cross-attention only, so every query pixel is decoded independently and
-  subsampling does not change any pixel's value. Output head: linear Dense.
+  are cross-attention only by default, so every query pixel is decoded independently
+  and subsampling does not change any pixel's value. Output head: linear Dense.
 
   Attributes:
     num_layers, num_heads, qkv_size, mlp_dim: transformer sizes.
     num_fourier_bases: PE frequencies for the query coordinates (16).
     out_channels: output channels (3 for RGB).
+    self_attention: False (default, the MooG training code's `cross_attn_only`): blocks
+      only cross-attend. True: blocks also self-attend over the query pixels (the
+      layout of the Ego4D colab's decoder, whose blocks are written without the flag);
+      pixels then depend on each other, so subsampling changes their values.
     dtype: computation dtype; the output head always returns float32 (the loss is
       computed in float32).
   """
@@ -429,6 +433,7 @@ class PixelDecoder(nn.Module):
   mlp_dim: int
   num_fourier_bases: int
   out_channels: int = 3
+  self_attention: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -457,7 +462,7 @@ class PixelDecoder(nn.Module):
         num_heads=self.num_heads,
         qkv_size=self.qkv_size,
         mlp_dim=self.mlp_dim,
-        self_attention=False,
+        self_attention=self.self_attention,
         dtype=self.dtype,
         name='transformer',
     )(queries, inputs_kv=tokens, num_token_axes=2)
