@@ -2,9 +2,11 @@ r"""MooG training-step speed as a fraction of this machine's dense-matmul peak.
 
 Measures, in one run on the same machine:
 1. the dense float32 matmul peak (FLOP/s of a large jitted `a @ b`);
-2. for each requested config: XLA's FLOPs of one training step (cost analysis of the
-   compiled step; forward + backward + optimizer) and its median wall time on synthetic
-   input of the config's shapes; utilisation = (FLOPs / time) / peak;
+2. for the config: XLA's FLOPs of one training step (cost analysis of the step compiled
+   with the time loop unrolled, since XLA counts a loop body once; forward + backward +
+   remat recompute + optimizer) and the median wall time of the step as configured and
+   fully unrolled, on synthetic input of the config's shapes; utilisation =
+   (FLOPs / time) / peak;
 3. the input pipeline's batches/s for the same config, next to the train step's steps/s
    (the pipeline must be >= 5x faster);
 4. with `--breakdown`, which parts hold the step back: forward + backward of each MooG
@@ -58,16 +60,21 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
   return 2 * size**3 / min(times)
 
 
-def train_step_speed(config, steps: int) -> dict:
-  task = moog_task.MooGTask(config)
+def _compiled_train_step(task, config):
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
   tx, schedule = train.make_optimizer(config, task)
   init_state, abstract_state = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   step_fn = jax.jit(train.make_train_step(task, tx, schedule, config), donate_argnums=(0,))
-  compiled = step_fn.lower(abstract_state, spec).compile()
+  return step_fn.lower(abstract_state, spec).compile(), init_state, abstract_state, spec
+
+
+def _flops(compiled) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost["flops"])
+  return float(cost["flops"])
+
+
+def _median_step_seconds(compiled, init_state, spec, steps: int) -> float:
   state = jax.jit(init_state)(jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}
@@ -79,9 +86,27 @@ def train_step_speed(config, steps: int) -> dict:
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
-  seconds = statistics.median(times)
-  return dict(train_step_flops=flops, train_step_seconds=seconds,
-              params=train.count_params_per_part(abstract_state["params"])["total"])
+  return statistics.median(times)
+
+
+def train_step_speed(config, steps: int) -> dict:
+  """FLOPs and median time of one training step, rolled and fully unrolled over time.
+
+  XLA's cost analysis counts a while-loop body once, so the FLOPs of the rolled step
+  (the config as is, `model.scan_unroll=1`) miss T - 1 of the T time steps. The FLOPs
+  are therefore taken from the same step compiled with the time loop fully unrolled
+  (`scan_unroll = num_frames`: the identical computation as straight-line code; remat
+  recompute included), and both variants are timed.
+  """
+  task = moog_task.MooGTask(config)
+  compiled, init_state, abstract_state, spec = _compiled_train_step(task, config)
+  unrolled, _, _, _ = _compiled_train_step(task.for_cost_analysis(config), config)
+  return dict(
+      train_step_flops=_flops(unrolled),
+      rolled_loop_flops_as_counted_by_xla=_flops(compiled),
+      train_step_seconds=_median_step_seconds(compiled, init_state, spec, steps),
+      unrolled_train_step_seconds=_median_step_seconds(unrolled, init_state, spec, steps),
+      params=train.count_params_per_part(abstract_state["params"])["total"])
 
 
 def _timed(fn, args, steps: int) -> tuple[float, float]:
@@ -154,7 +179,9 @@ def main(argv):
   )
   result.update(train_step_speed(config, _STEPS.value))
   achieved = result["train_step_flops"] / result["train_step_seconds"]
+  unrolled = result["train_step_flops"] / result["unrolled_train_step_seconds"]
   result.update(achieved_gflops=achieved / 1e9, fraction_of_matmul_peak=achieved / peak,
+                unrolled_fraction_of_matmul_peak=unrolled / peak,
                 train_steps_per_second=1 / result["train_step_seconds"])
   if _BREAKDOWN.value:
     result["breakdown"] = part_breakdown(config, max(_STEPS.value, 2), peak)

@@ -13,6 +13,8 @@ Evaluation reports, over the eval split (padding examples excluded by `_mask`):
 tokens of every frame t >= 1 from the corrector, in training, evaluation and summaries.
 """
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -48,6 +50,12 @@ class MooGTask:
     mask = motion_guided.encoder_token_mask(video, self.model.encoder.total_stride,
                                             self.motion_config)
     return {} if mask is None else {"encoder_token_mask": mask}
+
+  def for_cost_analysis(self, config: ml_collections.ConfigDict) -> "MooGTask":
+    """This task with the time loop fully unrolled: same computation, exact XLA FLOPs."""
+    unrolled = copy.copy(self)
+    unrolled.model = self.model.clone(scan_unroll=config.data.num_frames)
+    return unrolled
 
   def validate_config(self, config: ml_collections.ConfigDict) -> None:
     moog_model.validate_model_config(config.model)

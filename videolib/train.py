@@ -13,7 +13,9 @@ Optional: frozen_params(params) -> pytree of bool (never updated, see `make_opti
 layer_ids() -> optim.LayerIds (for `config.optimizer.layer_decay`) and
 validate_batch(host_batch) -> None (raises on bad inputs before they reach the devices);
 render_summaries(host_summaries) -> {name: uint8 video} (host-side drawing with numpy/PIL
-on the output of the jitted `summaries`, e.g. token tracks).
+on the output of the jitted `summaries`, e.g. token tracks); for_cost_analysis(config) ->
+Task (the same computation with its loops unrolled, for FLOP counts: XLA's cost analysis
+counts a while-loop body once).
 Everything else (sharding, optimizer, checkpoints, metrics, NaN guard) lives here once.
 
 Train-state layout: {'step', 'params', 'opt_state', 'nonfinite_steps', 'last_nonfinite_step'}.
@@ -304,7 +306,9 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
   tx, schedule = make_optimizer(config, task)
   _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(0))
-  train_step = make_train_step(task, tx, schedule, config)
+  # XLA counts a loop body once: tasks with loops over time count on an unrolled copy.
+  counting_task = task.for_cost_analysis(config) if hasattr(task, "for_cost_analysis") else task
+  train_step = make_train_step(counting_task, tx, schedule, config)
   compiled = jax.jit(train_step).lower(abstract_state, spec).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
