@@ -35,8 +35,12 @@ from jaxtyping import Array, Bool, Float
 import ml_collections
 
 from moog import modules
+from videolib import checkpoint
 
 STATE_NORM_EPSILON = 1e-4
+# Fields added to `config.model` after runs existed, at the value those runs used.
+checkpoint.register_added_config_fields(
+    {'model.scan_unroll': 1, 'model.decoder_self_attention': False})
 # `config.model.compute_dtype` -> the Flax modules' `dtype`; parameters stay float32.
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 

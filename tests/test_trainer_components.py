@@ -196,3 +196,16 @@ def test_params_of_an_8_device_run_load_onto_one_device(tmp_path):
   loaded = checkpoint.load_params(str(tmp_path), target, _config())
   assert loaded["w"].sharding.mesh.devices.size == 1
   np.testing.assert_array_equal(np.asarray(loaded["w"]), np.arange(64.0).reshape(8, 8))
+
+
+def test_a_field_added_later_is_no_difference_at_the_value_old_runs_used():
+  checkpoint.register_added_config_fields({"model.added_later_for_test": 1})
+  saved = {"model": {"num_tokens": 64}}
+  assert checkpoint.config_differences(
+      saved, {"model": {"num_tokens": 64, "added_later_for_test": 1}}, "model") == []
+  assert checkpoint.config_differences(
+      saved, {"model": {"num_tokens": 64, "added_later_for_test": 8}}, "model") == [
+          "model.added_later_for_test: 1 -> 8"]
+  assert checkpoint.config_differences(
+      saved, {"model": {"num_tokens": 32, "added_later_for_test": 1}}, "model") == [
+          "model.num_tokens: 64 -> 32"]

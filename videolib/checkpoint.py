@@ -50,10 +50,28 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+# Config fields added after runs were written, with the value that reproduces how those
+# runs behaved (see `register_added_config_fields`).
+_ADDED_FIELD_DEFAULTS: dict[str, Any] = {}
+
+
+def register_added_config_fields(defaults: dict[str, Any]) -> None:
+  """Declares new config fields, e.g. {'model.scan_unroll': 1}, for `config_differences`.
+
+  A config saved before a field existed lacks it; comparing it with a current config
+  that holds the field at this value is not a difference, so such runs still resume and
+  still serve as `init_from`.
+  """
+  _ADDED_FIELD_DEFAULTS.update(defaults)
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any], section: str) -> list[str]:
   """Fields of `config.<section>` that differ, as 'field: saved -> current' lines."""
   saved_flat = _flatten(saved.get(section, {}), f"{section}.")
   current_flat = _flatten(current.get(section, {}), f"{section}.")
+  for key, default in _ADDED_FIELD_DEFAULTS.items():
+    if key.startswith(f"{section}.") and key in current_flat:
+      saved_flat.setdefault(key, default)
   lines = []
   for key in sorted(set(saved_flat) | set(current_flat)):
     old, new = saved_flat.get(key, "<absent>"), current_flat.get(key, "<absent>")
