@@ -44,7 +44,7 @@ from moog import ego4d
 from moog import grid_baselines
 from moog import readout_task
 from moog import readouts
-from videolib import checkpoint
+from moog import visualize
 from videolib import metrics as metrics_lib
 from videolib import train
 from videolib.data import pipeline
@@ -173,8 +173,7 @@ class Run:
 
 def load_run(workdir: str) -> Run:
   """The newest checkpoint of `workdir`, on one device, with the config it was saved with."""
-  params, saved_config, source = checkpoint.read_run_params(workdir)
-  return Run(ml_collections.ConfigDict(saved_config), jax.device_get(params), source)
+  return Run(*visualize.restore_run(workdir))
 
 
 def load_readout_task(run: Run) -> readout_task.ReadoutTask:
