@@ -9,10 +9,15 @@ Evaluate whole 24-frame videos in 8-frame slices (writes eval_validation_step<N>
   python -m moog.main --config=configs/moog_readout_tiny.py --mode=eval \
       --workdir=/tmp/moog_readout_tiny --config.data.num_frames=24 \
       --config.readout.eval_slice_frames=8
+On a motion-guided backbone (configs/moog_motion_tiny.py), with its selection:
+  python -m moog.main --config=configs/moog_readout_tiny.py \
+      --config.init_from=/tmp/moog_motion_tiny --workdir=/tmp/moog_motion_readout_tiny \
+      --config.motion_guided.mode=ratio --config.motion_guided.drop_ratio=0.5
 
 The config arg picks the backbone: 'moog' (default), 'grid' or 'grid_rec'. `config.model`
 is the tiny pretraining model (read from `moog_tiny.py`, so the two stay in step); a
-checkpoint trained with another `config.model` or backbone is refused. Heads read
+checkpoint trained with another `config.model`, backbone or token selection
+(`config.motion_guided`) is refused. Heads read
 `states_concat` (the official MOVi choice), scaled down like the backbone. Protocol and
 metric names: `moog/readout_task.py`; results: `docs/readout_results.md`.
 """
@@ -20,6 +25,7 @@ metric names: `moog/readout_task.py`; results: `docs/readout_results.md`.
 import ml_collections
 
 from configs import moog_tiny
+from moog import motion_guided
 from moog import readout_task
 
 
@@ -40,6 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.num_tracks = 32
   config.data.max_instances = 4
   config.data.random_crop = False
+
+  # Set to the pretraining run's values when it was motion-guided (checked at start).
+  config.motion_guided = motion_guided.default_config()
 
   config.readout = readout_task.default_readout_config()
   config.readout.width = 64

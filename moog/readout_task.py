@@ -57,6 +57,7 @@ from absl import logging
 
 from moog import grid_baselines
 from moog import modules
+from moog import motion_guided
 from moog import readouts
 from moog import sliced_eval
 from videolib import checkpoint
@@ -68,6 +69,13 @@ HEAD_PARAMS = {'points': 'point_readout', 'depth': 'depth_readout', 'boxes': 'bo
 REQUIRED_FEATURES = {'points': 'tracks', 'depth': 'depth', 'boxes': 'boxes'}
 STRIDED_QUERY_STRIDE = 5
 REPORTED_TAPVID = ('average_jaccard', 'average_pts_within_thresh', 'occlusion_accuracy')
+# Added after readout runs existed: those runs' heads were unanchored and their backbone
+# saw every encoder token.
+checkpoint.register_added_config_fields({
+    'readout.anchor_to_query': False,
+    **{f'motion_guided.{field}': value
+       for field, value in motion_guided.default_config().items()},
+})
 
 
 def default_readout_config() -> ml_collections.ConfigDict:
@@ -76,6 +84,7 @@ def default_readout_config() -> ml_collections.ConfigDict:
       tasks=HEADS,
       features='concat',
       finetune=False,
+      anchor_to_query=True,
       width=512,
       num_layers=3,
       num_heads=8,
@@ -119,6 +128,10 @@ def check_backbone_checkpoint(config: ml_collections.ConfigDict) -> None:
   if saved_backbone != grid_baselines.backbone_kind(config):
     differences.append(
         f'backbone: {saved_backbone!r} -> {grid_baselines.backbone_kind(config)!r}')
+  saved_selection = _token_selection(saved.get('motion_guided', {}))
+  current_selection = _token_selection(current.get('motion_guided', {}))
+  if saved_selection != current_selection:
+    differences.append(f'motion_guided: {saved_selection} -> {current_selection}')
   if saved.get('task', 'pretrain') != 'pretrain':
     differences.append(f"task: {saved.get('task')!r} (a readout run, not a pretraining run)")
   if differences:
@@ -126,8 +139,16 @@ def check_backbone_checkpoint(config: ml_collections.ConfigDict) -> None:
         f'config.init_from={config.init_from!r} ({source}) does not hold the backbone this '
         'readout config describes; refusing to train readouts on it. Differing fields '
         '(checkpoint -> this config):\n  ' + '\n  '.join(differences)
-        + '\nSet config.model and config.backbone to the pretraining run\'s values.'
+        + '\nSet config.model, config.backbone and config.motion_guided to the pretraining '
+        'run\'s values.'
     )
+
+
+def _token_selection(motion_config: dict) -> dict:
+  """The fields of a (saved) `config.motion_guided` that change the backbone's states."""
+  selection = {**motion_guided.default_config().to_dict(), **motion_config}
+  selection.pop('gather')  # Same states as the mask path, only cheaper.
+  return selection
 
 
 # ----------------------------------------------------------------------------------------
@@ -211,6 +232,13 @@ def _reverse_time(outputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
 class ReadoutTask:
   """Trains and evaluates readout heads on a frozen (or fine-tuned) backbone."""
 
+  # A readout checkpoint resumes (or is evaluated) only under the settings that shape
+  # its heads; evaluation settings (slices, baselines) may change.
+  checkpoint_config_sections = tuple(f'readout.{field}' for field in (
+      'tasks', 'features', 'anchor_to_query', 'width', 'num_layers', 'num_heads',
+      'qkv_size', 'mlp_dim', 'num_fourier_bases')) + (
+          'motion_guided.mode', 'motion_guided.drop_ratio', 'motion_guided.threshold')
+
   def __init__(self, config: ml_collections.ConfigDict):
     self.backbone_kind = grid_baselines.backbone_kind(config)
     self.backbone = grid_baselines.build_backbone(self.backbone_kind, config.model)
@@ -219,12 +247,17 @@ class ReadoutTask:
     head_args = dict(num_layers=c.num_layers, num_heads=c.num_heads, qkv_size=c.qkv_size,
                      mlp_dim=c.mlp_dim, num_fourier_bases=c.num_fourier_bases,
                      features=c.features, finetune=c.finetune)
+    # Runs saved before the field existed had unanchored heads.
+    anchor = c.get('anchor_to_query', False)
     self.heads = {
-        'points': readouts.PointReadout(width=c.width, **head_args),
+        'points': readouts.PointReadout(width=c.width, anchor_to_query=anchor, **head_args),
         'depth': readouts.DenseReadout(output_size=1, **head_args),
-        'boxes': readouts.BoxReadout(width=c.width, **head_args),
+        'boxes': readouts.BoxReadout(width=c.width, anchor_to_query=anchor, **head_args),
     }
     self.tasks = tuple(c.tasks)
+    # A motion-guided backbone is read out with its own token selection (mask path; the
+    # gather path gives the same states).
+    self.motion_config = config.get('motion_guided', motion_guided.default_config())
     logging.info('Readouts %s on %s states (%s), finetune=%s.', self.tasks,
                  self.backbone_kind, c.features, c.finetune)
 
@@ -234,6 +267,7 @@ class ReadoutTask:
     c = config.readout
     grid_baselines.validate_backbone_config(self.backbone_kind, config.model,
                                             config.data.resolution)
+    motion_guided.validate_config(self.motion_config, self.backbone_kind)
     unknown = sorted(set(c.tasks) - set(HEADS))
     if not c.tasks or unknown:
       raise ValueError(f'config.readout.tasks={tuple(c.tasks)} must be a non-empty subset of '
@@ -294,8 +328,13 @@ class ReadoutTask:
           method=readouts.BoxReadout.initial_state)
     return carry
 
+  def _encoder_token_mask(self, video: jax.Array) -> jax.Array | None:
+    """`config.motion_guided`'s corrector mask [B, T, N] for whole clips (None if off)."""
+    return motion_guided.encoder_token_mask(video, self.backbone.encoder.total_stride,
+                                            self.motion_config)
+
   def _apply_slice(self, params, carry, video, start, *, point_queries, query_boxes,
-                   depth_coords):
+                   depth_coords, encoder_token_mask=None):
     """Backbone and heads on the frames `[start, start + len)` of a video.
 
     Args:
@@ -306,6 +345,9 @@ class ReadoutTask:
       point_queries: (query_xy [B, N, 2], query_frame [B, N] absolute) or None.
       query_boxes: [B, K, 4] frame-0 boxes or None.
       depth_coords: (y, x) in [-1, 1], [h, w, 2] or [B, L, h, w, 2], or None.
+      encoder_token_mask: [B, L, N] this slice's part of the whole clip's
+        `_encoder_token_mask` (so a slice's first frame is scored against the frame
+        before it), or None.
 
     Returns:
       (carry, outputs) with time on axis 1: 'position' [B, L, N, 2], 'visible'
@@ -313,7 +355,8 @@ class ReadoutTask:
       [B, L, K, 4], 'log_depth' [B, L, h, w, 1].
     """
     backbone_params = {'params': {k: params[k] for k in BACKBONE_PARTS}}
-    states = self.backbone.apply(backbone_params, video, train=False, state=carry['backbone'])
+    states = self.backbone.apply(backbone_params, video, train=False, state=carry['backbone'],
+                                 encoder_token_mask=encoder_token_mask)
     new_carry, outputs = {'backbone': states['state']}, {}
     if point_queries is not None:
       query_xy, query_frame = point_queries
@@ -357,12 +400,15 @@ class ReadoutTask:
     depth_coords = (modules.grid_coordinates(*video.shape[2:4]) if 'depth' in heads
                     else None)
     carry = self._initial_carry(params, video.shape[0], rng, point_queries, query_boxes)
+    inputs = {'video': video, 'encoder_token_mask': self._encoder_token_mask(video)}
 
-    def apply_slice(carry, video_slice, start):
-      return self._apply_slice(params, carry, video_slice, start, point_queries=point_queries,
-                               query_boxes=query_boxes, depth_coords=depth_coords)
+    def apply_slice(carry, inputs_slice, start):
+      return self._apply_slice(params, carry, inputs_slice['video'], start,
+                               point_queries=point_queries, query_boxes=query_boxes,
+                               depth_coords=depth_coords,
+                               encoder_token_mask=inputs_slice['encoder_token_mask'])
 
-    _, outputs = sliced_eval.scan_slices(apply_slice, carry, video, slice_frames)
+    _, outputs = sliced_eval.scan_slices(apply_slice, carry, inputs, slice_frames)
     return _reverse_time(outputs) if reverse else outputs
 
   # ---- Trainer protocol ------------------------------------------------------------------
@@ -412,7 +458,8 @@ class ReadoutTask:
                                 query_boxes)
     _, outputs = self._apply_slice(params, carry, batch['video'], 0,
                                    point_queries=point_queries, query_boxes=query_boxes,
-                                   depth_coords=depth_coords)
+                                   depth_coords=depth_coords,
+                                   encoder_token_mask=self._encoder_token_mask(batch['video']))
 
     mask = batch['_mask']
     terms, total = {}, 0.0

@@ -14,8 +14,14 @@ Heads:
   MLP (`initial_state`). Per frame: the state is reset to the conditioning on the
   track's query frame; `corr = state + Transformer(queries=state, kv=features_t)`
   (cross-attention only); `state = LN_1e-4(corr + MLP(corr))`. Outputs are read from
-  `corr`. The carried state goes in and out explicitly, so a long video can be read in
-  temporal slices (`moog/sliced_eval.py`).
+  `corr`. Positions and boxes are `σ(MLP(corr))` upstream; with
+  `anchor_to_query=True` (this project's default, `config.readout.anchor_to_query`) they
+  are `σ(logit(conditioning) + MLP(corr))` with the MLP's output layer zero-initialised,
+  so training starts from the never-moving track and learns the motion as an offset.
+  Upstream never trained these heads (moog.md §10: empty loss dicts), so the choice is
+  open; measured on the synthetic data in docs/readout_results.md. The carried state
+  goes in and out explicitly, so a long video can be read in temporal slices
+  (`moog/sliced_eval.py`).
 * `DenseReadout`: a cross-attention decoder queried at pixel coordinates
   (zeros ‖ Fourier(16) of (y, x) in [-1, 1], as MooG's pixel decoder), Dense -> C per
   frame. Pixels are decoded independently, so any resolution or pixel subset works.
@@ -77,6 +83,7 @@ FEATURE_KEYS = {
     'concat': 'states_concat',
 }
 LOSS_RESOLUTION = (256, 256)
+ANCHOR_EPSILON = 1e-4
 
 
 def select_features(moog_outputs: Mapping[str, jax.Array], which: FeatureChoice) -> jax.Array:
@@ -111,16 +118,31 @@ def _frozen_features(
 
 
 class MlpBlock(nn.Module):
-  """Dense(hidden) -> GELU(tanh) -> Dense(output); output defaults to the input width."""
+  """Dense(hidden) -> GELU(tanh) -> Dense(output); output defaults to the input width.
+
+  `zero_output=True` zero-initialises the output layer, so the block starts as 0.
+  """
 
   hidden_size: int
   output_size: int | None = None
+  zero_output: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     output_size = self.output_size or x.shape[-1]
     x = nn.gelu(nn.Dense(self.hidden_size, name='dense_in')(x), approximate=True)
-    return nn.Dense(output_size, name='dense_out')(x)
+    output_init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()
+    return nn.Dense(output_size, kernel_init=output_init, name='dense_out')(x)
+
+
+def anchored_sigmoid(offset_logits: jax.Array, anchor: jax.Array) -> jax.Array:
+  """`σ(logit(anchor) + offset_logits)`: values in (0, 1) that equal `anchor` at offset 0.
+
+  The anchor is clipped to [1e-4, 1 - 1e-4] so points and box sides on the frame's
+  border have a finite logit.
+  """
+  anchor = jnp.clip(anchor, ANCHOR_EPSILON, 1.0 - ANCHOR_EPSILON)
+  return jax.nn.sigmoid(jnp.log(anchor) - jnp.log1p(-anchor) + offset_logits)
 
 
 # ----------------------------------------------------------------------------------------
@@ -198,6 +220,10 @@ class _RecurrentReadout(nn.Module):
     num_fourier_bases: Fourier bases of the conditioning embedding (16).
     features: which MooG states to read: 'predicted', 'corrected' or 'concat'.
     finetune: if False, no gradient flows into the MooG features.
+    anchor_to_query: if True the value head predicts logit offsets from the track's
+      conditioning (`anchored_sigmoid`) and its output layer starts at zero, so an
+      untrained head predicts the never-moving track; if False (upstream) the value is
+      `σ(MLP(corr))` directly.
   """
 
   value_size: ClassVar[int]
@@ -211,6 +237,7 @@ class _RecurrentReadout(nn.Module):
   num_fourier_bases: int = 16
   features: FeatureChoice = 'concat'
   finetune: bool = False
+  anchor_to_query: bool = False
 
   def setup(self):
     self.initializer = MlpBlock(self.width, self.width)
@@ -221,7 +248,7 @@ class _RecurrentReadout(nn.Module):
         qkv_size=self.qkv_size,
         mlp_dim=self.mlp_dim,
     )
-    self.value_head = MlpBlock(self.width, self.value_size)
+    self.value_head = MlpBlock(self.width, self.value_size, zero_output=self.anchor_to_query)
     if self.logit_size:
       self.logit_head = MlpBlock(self.width, self.logit_size)
 
@@ -274,6 +301,12 @@ class _RecurrentReadout(nn.Module):
     logits = self.logit_head(corrected) if self.logit_size else None
     return self.value_head(corrected), logits, state
 
+  def to_unit_interval(self, values: jax.Array, conditioning: jax.Array) -> jax.Array:
+    """Value-head outputs `[*b, ..., k]` -> (0, 1), anchored on `conditioning` or not."""
+    if self.anchor_to_query:
+      return anchored_sigmoid(values, conditioning)
+    return jax.nn.sigmoid(values)
+
 
 class PointReadout(_RecurrentReadout):
   """Point tracking head: one recurrent state per query track (MOVi config).
@@ -310,7 +343,7 @@ class PointReadout(_RecurrentReadout):
     values = einops.rearrange(values, '... t n c -> ... n t c')
     logits = einops.rearrange(logits, '... t n c -> ... n t c')
     return {
-        'position': jax.nn.sigmoid(values),
+        'position': self.to_unit_interval(values, query_xy[..., None, :]),
         'visibility_logit': logits[..., 0],
         'certainty_logit': logits[..., 1],
         'visible': visible_from_logits(logits[..., 0], logits[..., 1]),
@@ -350,7 +383,8 @@ class BoxReadout(_RecurrentReadout):
     """
     query_frame = jnp.broadcast_to(jnp.asarray(query_frame, jnp.int32), query_boxes.shape[:-1])
     values, _, state = self.rollout(moog_outputs, query_boxes, query_frame, readout_state)
-    return {'boxes': jax.nn.sigmoid(values), 'readout_state': state}
+    return {'boxes': self.to_unit_interval(values, query_boxes[..., None, :, :]),
+            'readout_state': state}
 
 
 def visible_from_logits(
@@ -607,7 +641,12 @@ def box_tracking_loss(
       & (jnp.arange(num_frames) >= query_frame)[None, :, None]
       & _example_weight(mask, (batch_size,))[:, None, None]
   )
-  gt_boxes = jnp.where(supervised[..., None], gt_boxes, 0.0)
+  # Unsupervised entries (absent objects: zero boxes) are replaced by the unit box in both
+  # arguments: a near-empty predicted box against an empty one has IoU 0 / ~0, whose
+  # gradient is NaN, and a NaN times a zero weight is still NaN.
+  unit_box = jnp.asarray([0.0, 0.0, 1.0, 1.0], pred_boxes.dtype)
+  gt_boxes = jnp.where(supervised[..., None], gt_boxes, unit_box)
+  pred_boxes = jnp.where(supervised[..., None], pred_boxes, unit_box)
   l1 = _masked_mean(jnp.sum(jnp.abs(pred_boxes - gt_boxes), axis=-1), supervised)
   iou, _ = metrics_lib.box_iou(pred_boxes, gt_boxes)
   one_minus_iou = _masked_mean(1.0 - iou, supervised)

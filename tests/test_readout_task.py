@@ -63,8 +63,12 @@ def pretrained(data_dir, tmp_path_factory):
 @pytest.fixture(scope='module')
 def readout_run(data_dir, pretrained, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('readout'))
+  # Unanchored heads (upstream's parametrisation) start far from the answer, so 30 steps
+  # show every loss falling; anchored heads start at the never-moving track
+  # (tests/test_readouts.py).
   config = _readout_config(data_dir, pretrained, num_train_steps=30, eval_every_steps=30,
-                           checkpoint_every_steps=30, **{'optimizer.peak_lr': 3e-3})
+                           checkpoint_every_steps=30, **{'optimizer.peak_lr': 3e-3,
+                                                         'readout.anchor_to_query': False})
   result = train.train_and_evaluate(config, workdir, readout_task.ReadoutTask(config))
   return config, workdir, result
 
@@ -119,9 +123,17 @@ def test_eval_reports_every_metric_and_eval_mode_writes_json(readout_run):
   assert 0.0 <= metrics['points_first/average_jaccard'] <= 1.0
 
 
+def test_readout_checkpoint_is_refused_under_different_head_settings(readout_run):
+  config, workdir, _ = readout_run
+  changed = config.copy_and_resolve_references()
+  changed.readout.anchor_to_query = True
+  with pytest.raises(checkpoint.CheckpointError, match='readout.anchor_to_query: False -> True'):
+    train.evaluate(changed, workdir, readout_task.ReadoutTask(changed))
+
 @pytest.mark.parametrize('arg, overrides, message', [
     ('grid_rec', {}, "backbone: 'moog' -> 'grid_rec'"),
     (None, {'model.token_dim': 16}, 'model.token_dim: 32 -> 16'),
+    (None, {'motion_guided.mode': 'ratio'}, "motion_guided: .*'mode': 'off'.* -> .*'ratio'"),
 ])
 def test_mismatched_backbone_checkpoint_is_refused(data_dir, pretrained, arg, overrides,
                                                     message):

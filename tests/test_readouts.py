@@ -245,10 +245,62 @@ def test_depth_and_box_losses_match_numpy_and_are_mask_weighted():
   assert float(total) == pytest.approx(0.2 / 5 + 0.5 * (2 / 3) / 5, rel=1e-5)
 
 
-def test_point_readout_learns_toy_tracking_task():
+
+def test_box_loss_gradient_is_finite_for_a_nearly_empty_box_of_an_absent_object():
+  """Anchored on an absent object's zero box, the prediction is nearly empty; found as a
+  NaN gradient in a real readout run (the loss itself stayed finite)."""
+  gt_boxes = np.zeros((1, 2, 2, 4), np.float32)
+  gt_boxes[:, :, 0] = [0.1, 0.1, 0.5, 0.5]
+  boxes_valid = np.array([[[True, False], [True, False]]])
+  # Sides one float32 ulp long: area 5e-23, whose square underflows in IoU's gradient.
+  low = np.float32(1e-4)
+  high = np.nextafter(low, np.float32(1))
+  pred_boxes = jnp.asarray(gt_boxes).at[:, :, 1].set([low, low, high, high])
+  grads = jax.grad(lambda p: readouts.box_tracking_loss(p, gt_boxes, boxes_valid,
+                                                        iou_weight=1.0)[0])(pred_boxes)
+  assert np.all(np.isfinite(grads))
+  np.testing.assert_array_equal(grads[:, :, 1], 0.0)
+
+def test_anchored_sigmoid_golden_values():
+  anchor = jnp.array([0.25, 0.5, 0.0, 1.0])
+  np.testing.assert_allclose(
+      readouts.anchored_sigmoid(jnp.zeros(4), anchor), [0.25, 0.5, 1e-4, 1 - 1e-4], rtol=1e-5)
+  # logit(0.25) + log(3) = 0 -> 0.5; logit(0.5) - log(3) -> 0.25.
+  np.testing.assert_allclose(
+      readouts.anchored_sigmoid(jnp.array([np.log(3.0), -np.log(3.0), 0, 0]), anchor)[:2],
+      [0.5, 0.25], rtol=1e-5)
+
+
+def test_untrained_anchored_heads_predict_the_never_moving_track():
+  """Zero-initialised offsets: every frame repeats the query point / the query box."""
+  outputs = _moog_outputs((2,))
+  query_xy = jax.random.uniform(jax.random.PRNGKey(1), (2, 3, 2))
+  query_frame = jnp.array([[0, 1, 3], [0, 2, 4]])
+  point_head = readouts.PointReadout(anchor_to_query=True, **TINY_RECURRENT)
+  params = jit(point_head.init)(jax.random.PRNGKey(2), outputs, query_xy, query_frame)
+  position = jit(point_head.apply)(params, outputs, query_xy, query_frame)['position']
+  np.testing.assert_allclose(
+      position, jnp.broadcast_to(query_xy[:, :, None], position.shape), atol=1e-6)
+
+  boxes = jnp.array([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.3, 0.4, 1.0]]] * 2)
+  box_head = readouts.BoxReadout(anchor_to_query=True, **TINY_RECURRENT)
+  box_params = jit(box_head.init)(jax.random.PRNGKey(0), outputs, boxes)
+  predicted = jit(box_head.apply)(box_params, outputs, boxes)['boxes']
+  expected = jnp.clip(jnp.broadcast_to(boxes[:, None], predicted.shape), 1e-4, 1 - 1e-4)
+  np.testing.assert_allclose(predicted, expected, atol=1e-6)
+
+  # Unanchored (upstream) heads start wherever their random output layer points.
+  free_head = readouts.PointReadout(**TINY_RECURRENT)
+  free_params = jit(free_head.init)(jax.random.PRNGKey(2), outputs, query_xy, query_frame)
+  free = jit(free_head.apply)(free_params, outputs, query_xy, query_frame)['position']
+  assert np.abs(free - query_xy[:, :, None]).mean() > 0.05
+
+
+@pytest.mark.parametrize('anchor_to_query', [False, True])
+def test_point_readout_learns_toy_tracking_task(anchor_to_query):
   """The features hold a moving point's position; the head must learn to read it out."""
   num_frames, num_tracks, batch_size = 4, 1, 8
-  head = readouts.PointReadout(**TINY_RECURRENT)
+  head = readouts.PointReadout(anchor_to_query=anchor_to_query, **TINY_RECURRENT)
 
   def make_batch(key):
     start_key, velocity_key, noise_key = jax.random.split(key, 3)
@@ -283,12 +335,14 @@ def test_point_readout_learns_toy_tracking_task():
 
   # Every step draws fresh tracks, so the loss before each update measures held-out data.
   position_losses = []
-  for step in range(100):
+  for step in range(250):
     params, opt_state, position_loss = train_step(params, opt_state, jax.random.PRNGKey(step))
     position_losses.append(float(position_loss))
-  initial, final = position_losses[0], np.mean(position_losses[-10:])
-  # Measured: 330 -> 31. Reading out only the start position would leave about 90.
-  assert final < 0.2 * initial, (initial, final)
+  final = np.mean(position_losses[-10:])
+  # Reading out only the start position (the anchored head's starting point) leaves
+  # about 90. Measured: unanchored 410 -> 20, anchored 98 -> 17 (it leaves the
+  # never-moving start after ~150 steps).
+  assert final < 45, (position_losses[0], final)
 
 
 def _good_readout_batch():

@@ -209,3 +209,15 @@ def test_a_field_added_later_is_no_difference_at_the_value_old_runs_used():
   assert checkpoint.config_differences(
       saved, {"model": {"num_tokens": 32, "added_later_for_test": 1}}, "model") == [
           "model.num_tokens: 64 -> 32"]
+
+
+def test_config_differences_of_one_field_ignore_the_rest_of_its_section():
+  saved = {"readout": {"width": 64, "eval_slice_frames": 0}, "model": {"num_tokens": 64}}
+  current = {"readout": {"width": 32, "eval_slice_frames": 8}, "model": {"num_tokens": 8}}
+  assert checkpoint.config_differences(saved, current, "readout.width") == [
+      "readout.width: 64 -> 32"]
+  assert checkpoint.config_differences(saved, current, "readout.eval_slice_frames") == [
+      "readout.eval_slice_frames: 0 -> 8"]
+  # A prefix is a path, not a string prefix: 'readout.w' is not 'readout.width'.
+  assert checkpoint.config_differences(saved, current, "readout.w") == []
+  assert checkpoint.config_differences(saved, current, "model") == ["model.num_tokens: 64 -> 8"]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -66,11 +67,15 @@ def register_added_config_fields(defaults: dict[str, Any]) -> None:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], section: str) -> list[str]:
-  """Fields of `config.<section>` that differ, as 'field: saved -> current' lines."""
-  saved_flat = _flatten(saved.get(section, {}), f"{section}.")
-  current_flat = _flatten(current.get(section, {}), f"{section}.")
+  """Fields under `config.<section>` that differ, as 'field: saved -> current' lines.
+
+  `section` is a dotted path: a whole section ('model') or one field ('readout.width').
+  """
+  within = lambda key: key == section or key.startswith(f"{section}.")
+  saved_flat = {k: v for k, v in _flatten(saved).items() if within(k)}
+  current_flat = {k: v for k, v in _flatten(current).items() if within(k)}
   for key, default in _ADDED_FIELD_DEFAULTS.items():
-    if key.startswith(f"{section}.") and key in current_flat:
+    if within(key) and key in current_flat:
       saved_flat.setdefault(key, default)
   lines = []
   for key in sorted(set(saved_flat) | set(current_flat)):
@@ -147,7 +152,7 @@ class Checkpointer:
     return str(destination)
 
   def _restore_step(self, step: int, abstract_state: Any, config: ml_collections.ConfigDict,
-                    check_section: str) -> tuple[Any, Any]:
+                    check_sections: Sequence[str]) -> tuple[Any, Any]:
     """Checks step's config against `config`, then restores its state and data position.
 
     The config comes first: a different model's state would fail on its shapes, which
@@ -155,11 +160,13 @@ class Checkpointer:
     """
     saved_config = self._manager.restore(
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-    differences = config_differences(saved_config, config_to_json(config), check_section)
+    current_config = config_to_json(config)
+    differences = [line for section in check_sections
+                   for line in config_differences(saved_config, current_config, section)]
     if differences:
       raise CheckpointError(
-          f"The checkpoint at {self.directory}/{step} was written by a different "
-          f"`config.{check_section}`; refusing to resume. Differing fields:\n  "
+          f"The checkpoint at {self.directory}/{step} was written with a different "
+          f"config; refusing to resume. Differing fields:\n  "
           + "\n  ".join(differences)
           + "\nUse a new --workdir, or restore the original config values."
       )
@@ -168,13 +175,15 @@ class Checkpointer:
     return restored.state, restored.data
 
   def restore_latest(
-      self, abstract_state: Any, config: ml_collections.ConfigDict, *, check_section="model"
+      self, abstract_state: Any, config: ml_collections.ConfigDict, *,
+      check_sections: Sequence[str] = ("model",)
   ) -> tuple[Any, Any] | None:
     """Restores the newest readable checkpoint into `abstract_state`'s shardings.
 
     Returns `(state, data_state)`, or None when the directory has no checkpoint. A
-    checkpoint written by a different `config.<check_section>` is refused with the list
-    of differing fields. Unreadable checkpoints are skipped with an error in the log,
+    checkpoint that differs in any of `check_sections` (dotted config paths, see
+    `config_differences`) is refused with the list of differing fields. Unreadable
+    checkpoints are skipped with an error in the log,
     newest first, so one corrupt save costs one checkpoint interval, not the run. Once an
     older one restores, the owner moves the skipped ones to `unreadable/` (see
     `__init__`); if none restores, nothing is moved.
@@ -182,7 +191,7 @@ class Checkpointer:
     failures = {}
     for step in reversed(self.all_steps()):
       try:
-        restored = self._restore_step(step, abstract_state, config, check_section)
+        restored = self._restore_step(step, abstract_state, config, check_sections)
       except CheckpointError:
         raise
       except Exception as error:  # orbax raises many types for damaged files.

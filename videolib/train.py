@@ -79,6 +79,15 @@ class Task(Protocol):
   ) -> dict[str, jax.Array]: ...
 
 
+def checkpoint_config_sections(task: Task) -> tuple[str, ...]:
+  """Config paths a checkpoint must match to be resumed or evaluated.
+
+  'model' always; a task adds dotted paths with a `checkpoint_config_sections` attribute
+  (e.g. the readout heads' settings).
+  """
+  return ("model",) + tuple(getattr(task, "checkpoint_config_sections", ()))
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or inf loss or gradient."""
 
@@ -378,7 +387,8 @@ def train_and_evaluate(
       async_save=config.checkpoint_async, owner=True,
   )
   restored = checkpointer.restore_latest(
-      sharding.with_shardings(abstract_state, state_sharding), config
+      sharding.with_shardings(abstract_state, state_sharding), config,
+      check_sections=checkpoint_config_sections(task),
   )
   drop_metric_records_after(workdir, None if restored is None else int(restored[0]["step"]))
   if restored is not None:
@@ -522,7 +532,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
       os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep
   )
   restored = checkpointer.restore_latest(
-      sharding.with_shardings(abstract_state, state_sharding), config
+      sharding.with_shardings(abstract_state, state_sharding), config,
+      check_sections=checkpoint_config_sections(task),
   )
   checkpointer.close()
   if restored is not None:
