@@ -101,6 +101,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.optimizer = optim.default_optimizer_config()
   config.optimizer.weight_decay = 0.05
+  # VideoMAE decays neither biases, norm parameters nor position embeddings / tokens.
+  config.optimizer.weight_decay_mask = "matrices"
   if pretrain:
     # VideoMAE's pretraining script (not in mgtc.md): base lr 1.5e-4 per 256 clips,
     # betas (0.9, 0.95), 40 warmup epochs.

@@ -20,6 +20,8 @@ def _config(layer_decay=None):
   config.model.update(width=16, depth=2, num_heads=2)
   config.optimizer.update(warmup_steps=0, clip_norm=1e9, peak_lr=1e-3, weight_decay=0.05)
   config.optimizer.layer_decay = layer_decay
+  # The hand computations below decay every parameter (MGTC configs default to 'matrices').
+  config.optimizer.weight_decay_mask = "all"
   return config
 
 

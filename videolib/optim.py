@@ -5,6 +5,17 @@ weight decay on every parameter (no mask), lr warmed up linearly from 0 and deca
 cosine to `end_lr` at the last step. `decay_steps` counts the warmup, as in
 `optax.warmup_cosine_decay_schedule`.
 
+Which parameters AdamW decays (`weight_decay_mask`):
+  * 'all' (default): every parameter, biases and norm parameters included. The official
+    MooG optimizer (moog.md §8); also what every run written before this field existed
+    did (registered with `checkpoint.register_added_config_fields`).
+  * 'matrices': VideoMAE / BEiT / timm's rule (`optim_factory.get_parameter_groups`): no
+    decay for parameters with fewer than 2 dimensions (biases, LayerNorm scales and
+    biases, q / v biases), for leaves named 'bias', and for the learned position
+    embeddings and special tokens named in `NO_DECAY_NAMES` (VideoMAE's
+    `no_weight_decay()`: pos_embed, cls_token; the pretrainer's mask_token). Everything
+    else (Dense and embedding kernels) is decayed.
+
 Optional layer-wise lr decay (`layer_decay`, off by default; BEiT / VideoMAE fine-tuning):
 the task maps each parameter to a layer id in [0, num_layers + 1] (`LayerIds`; for a ViT
 the patch embedding is 0, block i is i + 1, the final norm and head num_layers + 1) and
@@ -15,13 +26,23 @@ the moments untouched. With `layer_decay=None` the optimizer is exactly the defa
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import optax
 
+from videolib import checkpoint
+
 PyTree = Any
+
+WEIGHT_DECAY_MASKS = ("all", "matrices")
+# Leaf names never decayed under 'matrices' (VideoMAE's `no_weight_decay()` skip list).
+NO_DECAY_NAMES = ("pos_embed", "position_embedding", "position_embeddings", "cls_token",
+                  "mask_token")
+# Runs written before `weight_decay_mask` existed decayed every parameter.
+checkpoint.register_added_config_fields({"optimizer.weight_decay_mask": "all"})
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
@@ -35,6 +56,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
           b2=0.95,
           eps=1e-8,
           weight_decay=1e-4,
+          # Parameters AdamW decays: 'all' (MooG) | 'matrices' (VideoMAE: not biases,
+          # norm parameters, position embeddings or special tokens). See module doc.
+          weight_decay_mask="all",
           clip_norm=1.0,
           grad_accumulation_steps=1,
           # Layer-wise lr decay factor in (0, 1]; None = off. Needs a task with `layer_ids`.
@@ -60,6 +84,27 @@ class LayerIds:
 
 def _path_names(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def weight_decay_mask(params: PyTree, mask: str) -> PyTree | None:
+  """Bool tree, True where AdamW applies weight decay; None (= all) for mask 'all'.
+
+  Raises:
+    ValueError: `mask` is not one of `WEIGHT_DECAY_MASKS`.
+  """
+  if mask not in WEIGHT_DECAY_MASKS:
+    raise ValueError(f"config.optimizer.weight_decay_mask={mask!r} is not one of "
+                     f"{WEIGHT_DECAY_MASKS}.")
+  if mask == "all":
+    return None
+
+  def decayed(path, leaf):
+    names = _path_names(path)
+    leaf_name = names[-1] if names else ""
+    return bool(len(leaf.shape) >= 2 and leaf_name != "bias"
+                and not set(names) & set(NO_DECAY_NAMES))
+
+  return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def layer_decay_scales(params: PyTree, layer_ids: LayerIds, decay: float) -> PyTree:
@@ -116,9 +161,13 @@ def make_optimizer(
       is set, ignored otherwise.
 
   Raises:
-    ValueError: `layer_decay` outside (0, 1], or set without `layer_ids`.
+    ValueError: `layer_decay` outside (0, 1], or set without `layer_ids`; an unknown
+      `weight_decay_mask`.
   """
   schedule = make_schedule(opt_config, num_train_steps)
+  mask_name = opt_config.get("weight_decay_mask", "all")
+  weight_decay_mask({}, mask_name)  # Raises for an unknown name before anything is built.
+  mask = None if mask_name == "all" else functools.partial(weight_decay_mask, mask=mask_name)
   transforms = [
       optax.clip_by_global_norm(opt_config.clip_norm),
       optax.adamw(
@@ -127,6 +176,7 @@ def make_optimizer(
           b2=opt_config.b2,
           eps=opt_config.eps,
           weight_decay=opt_config.weight_decay,
+          mask=mask,
       ),
   ]
   layer_decay = opt_config.get("layer_decay")
