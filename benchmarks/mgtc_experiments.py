@@ -44,7 +44,7 @@ ROWS = (
 _ROOT = flags.DEFINE_string("root", "/tmp/mgtc_exp/runs", "One workdir per row below.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (None = TFDS default).")
 _ROWS = flags.DEFINE_list("rows", [], "Row ids to run; empty = all.")
-_STEPS = flags.DEFINE_integer("steps", 1000, "Fine-tuning steps per row.")
+_STEPS = flags.DEFINE_integer("steps", 1800, "Fine-tuning steps per row (the config default).")
 _PRETRAIN_STEPS = flags.DEFINE_integer(
     "pretrain_steps", 0, "VideoMAE pretraining steps shared by every row; 0 = from scratch.")
 _THROUGHPUT_BATCH = flags.DEFINE_integer("throughput_batch", 64, "Clips per timed call.")
