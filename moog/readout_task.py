@@ -45,6 +45,7 @@ non-finite values) raise on the host before a batch reaches the devices
 (`validate_batch`, run by the trainer).
 """
 
+import copy
 import os
 
 import einops
@@ -65,6 +66,7 @@ from videolib import metrics as metrics_lib
 
 BACKBONE_PARTS = ('corrector', 'decoder', 'encoder', 'predictor', 'state_norm')
 HEADS = ('points', 'depth', 'boxes')
+RECURRENT_HEADS = ('points', 'boxes')
 HEAD_PARAMS = {'points': 'point_readout', 'depth': 'depth_readout', 'boxes': 'box_readout'}
 REQUIRED_FEATURES = {'points': 'tracks', 'depth': 'depth', 'boxes': 'boxes'}
 STRIDED_QUERY_STRIDE = 5
@@ -260,6 +262,16 @@ class ReadoutTask:
     self.motion_config = config.get('motion_guided', motion_guided.default_config())
     logging.info('Readouts %s on %s states (%s), finetune=%s.', self.tasks,
                  self.backbone_kind, c.features, c.finetune)
+
+  def for_cost_analysis(self, config: ml_collections.ConfigDict) -> 'ReadoutTask':
+    """This task with every time loop (backbone and recurrent heads) fully unrolled."""
+    unrolled = copy.copy(self)
+    num_frames = config.data.num_frames
+    unrolled.backbone = self.backbone.clone(scan_unroll=num_frames)
+    unrolled.heads = {
+        name: head.clone(scan_unroll=num_frames) if name in RECURRENT_HEADS else head
+        for name, head in self.heads.items()}
+    return unrolled
 
   # ---- Config and batches ----------------------------------------------------------------
 

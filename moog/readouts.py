@@ -197,15 +197,6 @@ class _RecurrentStep(nn.Module):
     return state_norm(next_state), corrected
 
 
-_ScannedStep = nn.scan(
-    _RecurrentStep,
-    variable_broadcast='params',
-    split_rngs={'params': False},
-    in_axes=(0, nn.broadcast),
-    out_axes=0,
-)
-
-
 class _RecurrentReadout(nn.Module):
   """Shared body of `PointReadout` and `BoxReadout` (upstream ConditionalAutoregressive).
 
@@ -224,6 +215,9 @@ class _RecurrentReadout(nn.Module):
       conditioning (`anchored_sigmoid`) and its output layer starts at zero, so an
       untrained head predicts the never-moving track; if False (upstream) the value is
       `σ(MLP(corr))` directly.
+    scan_unroll: frames per iteration of the time loop (`lax.scan`'s `unroll`); the
+      result does not depend on it. Cost analysis unrolls fully, as XLA counts a loop
+      body once.
   """
 
   value_size: ClassVar[int]
@@ -238,10 +232,19 @@ class _RecurrentReadout(nn.Module):
   features: FeatureChoice = 'concat'
   finetune: bool = False
   anchor_to_query: bool = False
+  scan_unroll: int = 1
 
   def setup(self):
     self.initializer = MlpBlock(self.width, self.width)
-    self.step = _ScannedStep(
+    scanned_step = nn.scan(
+        _RecurrentStep,
+        variable_broadcast='params',
+        split_rngs={'params': False},
+        in_axes=(0, nn.broadcast),
+        out_axes=0,
+        unroll=self.scan_unroll,
+    )
+    self.step = scanned_step(
         width=self.width,
         num_layers=self.num_layers,
         num_heads=self.num_heads,

@@ -13,6 +13,7 @@ from configs import moog_tiny
 from moog import grid_baselines
 from moog import model as moog_model
 from moog import readout_task
+from moog import readouts
 from videolib import checkpoint
 from videolib import train
 from videolib.data import pipeline
@@ -144,6 +145,32 @@ def test_mismatched_backbone_checkpoint_is_refused(data_dir, pretrained, arg, ov
   task = readout_task.ReadoutTask(config)
   with pytest.raises(checkpoint.CheckpointError, match=message):
     task.validate_config(config)
+
+
+def test_describe_counts_every_frame_of_backbone_and_recurrent_heads(data_dir, pretrained):
+  # XLA counts a loop body once; `describe` counts on the unrolled step, so the FLOPs of
+  # a twice-as-long clip double (the rolled loops would count about the same).
+  flops = {}
+  for num_frames in (4, 8):
+    config = _readout_config(data_dir, pretrained, **{'data.num_frames': num_frames})
+    flops[num_frames] = train.describe(config, readout_task.ReadoutTask(config))[
+        'train_step_flops']
+  assert flops[8] / flops[4] == pytest.approx(2, rel=0.05)
+
+
+def test_unrolled_heads_compute_the_same_outputs_as_the_rolled_loops(data_dir, pretrained):
+  config = _readout_config(data_dir, pretrained)
+  task = readout_task.ReadoutTask(config)
+  batch = next(iter(pipeline.make_eval_iterator(config.data, global_batch_size=8)))
+  params = task.init(jax.random.key(0), batch)
+  queries = readouts.normalise_query_points(batch['query_points'], (32, 32))
+  rolled = task.run(params, batch, jax.random.key(1), point_queries=queries)
+  unrolled = task.for_cost_analysis(config).run(params, batch, jax.random.key(1),
+                                                point_queries=queries)
+  assert set(unrolled) == set(rolled)
+  for name in rolled:
+    np.testing.assert_allclose(unrolled[name], rolled[name], rtol=1e-5, atol=1e-6,
+                               err_msg=name)
 
 
 def test_bad_batches_are_refused_on_the_host(data_dir, pretrained):
