@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "pillow==13.0.0",
     "tensorboard==2.21.0",
+    # TensorBoard writer with `purge_step` (a resumed run shows each step once).
+    "tensorboardX==2.6.5",
     "tensorflow-cpu==2.21.0",
     "tensorflow-datasets==4.9.10",
     "tqdm==4.70.1",

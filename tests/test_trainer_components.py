@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
 import optax
 import pytest
 from jax.sharding import NamedSharding
@@ -183,6 +184,28 @@ def test_writer_writes_jsonl_tensorboard_and_gif(tmp_path):
   assert record == {"step": 3, "split": "validation", "loss": 0.5, "psnr": 20.0}
   assert os.listdir(tmp_path / "tensorboard")
   assert (tmp_path / "summaries" / "prediction_00000003.gif").stat().st_size > 0
+
+
+def _tensorboard_scalars(logdir, tag):
+  """(step, value) pairs as TensorBoard itself loads them (purging included)."""
+  accumulator = event_accumulator.EventAccumulator(
+      str(logdir), size_guidance={event_accumulator.SCALARS: 0})
+  accumulator.Reload()
+  return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
+  first = writers.MetricWriter(str(tmp_path), purge_step=0, enabled=True)
+  for step in range(1, 21):
+    first.write_scalars(step, {"loss": float(step)})
+  first.close()
+  # Resumed from the step-10 checkpoint: steps 11.. are logged again, with new values.
+  resumed = writers.MetricWriter(str(tmp_path), purge_step=11, enabled=True)
+  for step in range(11, 26):
+    resumed.write_scalars(step, {"loss": 100.0 + step})
+  resumed.close()
+  expected = [(s, float(s)) for s in range(1, 11)] + [(s, 100.0 + s) for s in range(11, 26)]
+  assert _tensorboard_scalars(tmp_path / "tensorboard", "train/loss") == expected
 
 
 def test_params_of_an_8_device_run_load_onto_one_device(tmp_path):

@@ -420,7 +420,10 @@ def train_and_evaluate(
                                                        None), out_shardings=replicated)
 
   # ---- Loop -------------------------------------------------------------------------------------
-  writer = writers.MetricWriter(workdir)
+  # TensorBoard forgets what an interrupted earlier attempt logged after the checkpoint,
+  # as metrics.jsonl did above.
+  writer = writers.MetricWriter(
+      workdir, purge_step=0 if restored is None else int(state["step"]) + 1)
   if restored is None:
     writer.write_scalars(0, {f"params_{k}": v for k, v in parameter_counts.items()},
                          split="describe")

@@ -4,16 +4,22 @@ Every logged record lands in both sinks: `<workdir>/metrics.jsonl` gets one JSON
 call (`step`, `split`, then the values), TensorBoard gets `<split>/<name>` scalars. Videos
 are written as TensorBoard image strips and as GIF files under `<workdir>/summaries/`.
 Other processes get a writer that does nothing, so call sites need no `if`.
+
+A resumed run logs again the steps after its checkpoint. `metrics.jsonl` drops the old
+records (`train.drop_metric_records_after`); for TensorBoard the writer is opened with
+`purge_step` (tensorboardX): it writes a SessionLog START event there, and TensorBoard
+discards every earlier event at or after that step, so each step shows once.
 """
 
 import json
 import os
+import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
-from flax.metrics import tensorboard
 from PIL import Image
+import tensorboardX
 
 
 def write_gif(path: str, frames: np.ndarray, fps: float) -> None:
@@ -30,14 +36,26 @@ def _to_python(value: Any) -> Any:
 
 
 class MetricWriter:
-  """Writes scalars and videos for one run directory."""
+  """Writes scalars and videos for one run directory.
 
-  def __init__(self, workdir: str, *, enabled: bool | None = None):
+  Args:
+    workdir: the run directory.
+    purge_step: if set, TensorBoard forgets the events this run wrote earlier at steps
+      >= purge_step (a resumed run passes its checkpoint step + 1).
+    enabled: write (default: on process 0 only).
+  """
+
+  def __init__(self, workdir: str, *, purge_step: int | None = None,
+               enabled: bool | None = None):
     self._enabled = jax.process_index() == 0 if enabled is None else enabled
     self._workdir = workdir
     if self._enabled:
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-      self._tensorboard = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      # tensorboardX names event files by the second and opens them with 'wb': the
+      # nanosecond suffix keeps two writers of one second apart, in creation order.
+      self._tensorboard = tensorboardX.SummaryWriter(
+          os.path.join(workdir, "tensorboard"), purge_step=purge_step,
+          filename_suffix=f".{time.time_ns()}")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any], *, split: str = "train"):
     if not self._enabled:
@@ -48,7 +66,7 @@ class MetricWriter:
     self._jsonl.flush()
     for name, value in scalars.items():
       if np.ndim(value) == 0:
-        self._tensorboard.scalar(f"{split}/{name}", float(value), int(step))
+        self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
     self._tensorboard.flush()
 
   def write_videos(self, step: int, videos: Mapping[str, np.ndarray], *, fps: float = 6.0):
@@ -67,7 +85,7 @@ class MetricWriter:
       grid = video.transpose(1, 0, 2, 3, 4).reshape(t, b * h, w, c)
       write_gif(os.path.join(out_dir, f"{name}_{int(step):08d}.gif"), grid, fps)
       strip = video.transpose(0, 2, 1, 3, 4).reshape(b * h, t * w, c)
-      self._tensorboard.image(name, strip, int(step))
+      self._tensorboard.add_image(name, strip, int(step), dataformats="HWC")
     self._tensorboard.flush()
 
   def close(self):
