@@ -28,12 +28,7 @@ def _config(data_dir, arg="", **overrides):
   config.update(batch_size=8, eval_batch_size=16, num_train_steps=4, log_every_steps=1,
                 eval_every_steps=4, checkpoint_every_steps=4, num_summary_videos=1)
   config.optimizer.warmup_steps = 1
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

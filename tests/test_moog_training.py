@@ -10,14 +10,12 @@ import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
+import tiny_configs
 
 from configs import moog_movi
-from configs import moog_tiny
-from moog import model as moog_model
 from moog import task as moog_task
 from videolib import train
 
-DATASET = "synthetic_movi/16x16_8f_train32_val16"
 
 
 @pytest.fixture(scope="module")
@@ -26,24 +24,11 @@ def data_dir(tmp_path_factory):
 
 
 def _tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-  config = moog_tiny.get_config()
-  config.data.name = DATASET
-  config.data.data_dir = data_dir
-  config.data.resolution = 16
-  config.data.num_frames = 4
-  config.data.num_eval_examples = 16
-  config.model = moog_model.tiny_model_config()
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.num_train_steps = 40
-  config.log_every_steps = 10
-  config.eval_every_steps = 40
-  config.checkpoint_every_steps = 20
-  config.optimizer.warmup_steps = 5
-  config.optimizer.peak_lr = 3e-3
-  for key, value in overrides.items():
-    config[key] = value
-  return config
+  return tiny_configs.tiny_moog_config(
+      data_dir, **{"data.num_eval_examples": 16, "num_train_steps": 40,
+                   "log_every_steps": 10, "eval_every_steps": 40,
+                   "checkpoint_every_steps": 20, "optimizer.warmup_steps": 5,
+                   "optimizer.peak_lr": 3e-3, **overrides})
 
 
 def _records(workdir, split="train"):
@@ -110,12 +95,7 @@ def test_describe_reports_params_per_part_and_train_step_flops(data_dir):
     ("batch_size", 12, r"config\.batch_size=12 is not divisible by the 8 devices"),
 ])
 def test_config_errors_name_the_field_before_compiling(data_dir, tmp_path, field, value, message):
-  config = _tiny_config(data_dir)
-  section = config
-  *parents, leaf = field.split(".")
-  for parent in parents:
-    section = section[parent]
-  section[leaf] = value
+  config = _tiny_config(data_dir, **{field: value})
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path), moog_task.MooGTask(config))
 

@@ -79,12 +79,7 @@ def config_overrides(data_dir: str) -> dict:
 
 def tiny_config(data_dir: str):
   config = moog_tiny.get_config()
-  for dotted, value in config_overrides(data_dir).items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config.update_from_flattened_dict(config_overrides(data_dir))
   return config
 
 

@@ -28,12 +28,7 @@ def _shrink(config, data_dir, **overrides):
   config.data.update(name=_DATASET, data_dir=str(data_dir), num_frames=4)
   config.update(batch_size=8, eval_batch_size=8, log_every_steps=1, num_summary_videos=1)
   config.optimizer.warmup_steps = 1
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -15,9 +15,8 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import tiny_configs
 
-from configs import moog_tiny
-from moog import model as moog_model
 from moog import task as moog_task
 from videolib import checkpoint
 from videolib import optim
@@ -25,7 +24,6 @@ from videolib import sharding
 from videolib import train
 from videolib.data import pipeline
 
-DATASET = "synthetic_movi/16x16_8f_train32_val16"
 NUM_TRAIN_STEPS = 4
 # Float32 sums split over devices are added in a different order: agreement is to
 # rounding, not bitwise.
@@ -40,28 +38,13 @@ def data_dir(tmp_path_factory):
 
 def tiny_config(data_dir: str, *, num_devices=-1, data=-1, fsdp=1) -> ml_collections.ConfigDict:
   """The tiny MooG on 16x16 synthetic video, 4 steps, a checkpoint every 2."""
-  config = moog_tiny.get_config()
-  config.data.name = DATASET
-  config.data.data_dir = data_dir
-  config.data.resolution = 16
-  config.data.num_frames = 4
-  config.data.num_eval_examples = 8
-  config.model = moog_model.tiny_model_config()
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.num_train_steps = NUM_TRAIN_STEPS
-  config.log_every_steps = 1
-  config.eval_every_steps = NUM_TRAIN_STEPS
-  config.checkpoint_every_steps = 2
-  config.num_summary_videos = 1
-  config.optimizer.warmup_steps = 1
-  config.optimizer.peak_lr = 1e-3
-  config.mesh.num_devices = num_devices
-  config.mesh.data = data
-  config.mesh.fsdp = fsdp
-  # The tiny model's largest kernel has 4,608 elements: shard everything above 1,024.
-  config.mesh.fsdp_min_size = 1024
-  return config
+  return tiny_configs.tiny_moog_config(data_dir, **{
+      "num_train_steps": NUM_TRAIN_STEPS, "log_every_steps": 1,
+      "eval_every_steps": NUM_TRAIN_STEPS, "checkpoint_every_steps": 2,
+      "num_summary_videos": 1, "optimizer.warmup_steps": 1, "optimizer.peak_lr": 1e-3,
+      "mesh.num_devices": num_devices, "mesh.data": data, "mesh.fsdp": fsdp,
+      # The tiny model's largest kernel has 4,608 elements: shard everything above 1,024.
+      "mesh.fsdp_min_size": 1024})
 
 
 def train_losses(workdir: str) -> list[float]:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+import tiny_configs
 
 from configs import moog_tiny
 from moog import model as moog_model
@@ -17,7 +18,6 @@ from moog import token_tracking
 from moog import visualize
 from videolib import train
 
-DATASET = "synthetic_movi/16x16_8f_train32_val16"
 
 
 def _one_hot_maps(cells: list[list[tuple[int, int]]], grid: tuple[int, int]) -> np.ndarray:
@@ -147,19 +147,9 @@ def test_render_summaries_draws_token_tracks_over_the_real_frames():
 
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
-  config = moog_tiny.get_config()
-  config.data.name = DATASET
-  config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
-  config.data.resolution = 16
-  config.data.num_frames = 4
-  config.data.num_eval_examples = 8
-  config.model = moog_model.tiny_model_config()
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.num_train_steps = 2
-  config.log_every_steps = 1
-  config.eval_every_steps = 2
-  config.checkpoint_every_steps = 2
+  config = tiny_configs.tiny_moog_config(
+      tmp_path_factory.mktemp("tfds"), num_train_steps=2, log_every_steps=1,
+      eval_every_steps=2, checkpoint_every_steps=2)
   workdir = str(tmp_path_factory.mktemp("run"))
   train.train_and_evaluate(config, workdir, moog_task.MooGTask(config))
   return workdir
