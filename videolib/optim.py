@@ -86,15 +86,20 @@ def _path_names(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
+def check_weight_decay_mask(mask: str) -> None:
+  """Raises ValueError, naming the field, if `mask` is not one of `WEIGHT_DECAY_MASKS`."""
+  if mask not in WEIGHT_DECAY_MASKS:
+    raise ValueError(f"config.optimizer.weight_decay_mask={mask!r} is not one of "
+                     f"{WEIGHT_DECAY_MASKS}.")
+
+
 def weight_decay_mask(params: PyTree, mask: str) -> PyTree | None:
   """Bool tree, True where AdamW applies weight decay; None (= all) for mask 'all'.
 
   Raises:
     ValueError: `mask` is not one of `WEIGHT_DECAY_MASKS`.
   """
-  if mask not in WEIGHT_DECAY_MASKS:
-    raise ValueError(f"config.optimizer.weight_decay_mask={mask!r} is not one of "
-                     f"{WEIGHT_DECAY_MASKS}.")
+  check_weight_decay_mask(mask)
   if mask == "all":
     return None
 
@@ -166,7 +171,7 @@ def make_optimizer(
   """
   schedule = make_schedule(opt_config, num_train_steps)
   mask_name = opt_config.get("weight_decay_mask", "all")
-  weight_decay_mask({}, mask_name)  # Raises for an unknown name before anything is built.
+  check_weight_decay_mask(mask_name)
   mask = None if mask_name == "all" else functools.partial(weight_decay_mask, mask=mask_name)
   transforms = [
       optax.clip_by_global_norm(opt_config.clip_norm),
