@@ -79,9 +79,7 @@ def make_task(config: ml_collections.ConfigDict) -> "PretrainTask | Classificati
 def _validate_data_and_model(config: ml_collections.ConfigDict) -> selection.TokenGrid:
   """Checks that the clip the model sees is well-formed; returns its token grid."""
   data, model = config.data, config.model
-  if model.get("motion_input", "none") not in vit.MOTION_INPUTS:
-    raise ValueError(f"config.model.motion_input={model.motion_input!r} is not one of "
-                     f"{vit.MOTION_INPUTS}.")
+  vit.check_motion_input(model.get("motion_input", "none"))
   if "video" not in data.features:
     raise ValueError(f"config.data.features={tuple(data.features)} must include 'video'.")
   if np.ndim(data.resolution) != 0 or data.resolution != model.image_size:

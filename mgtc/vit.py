@@ -141,19 +141,24 @@ def patchify(video: jax.Array, patch_size: int, tubelet_size: int = 2) -> jax.Ar
   )
 
 
+def check_motion_input(kind: str) -> None:
+  """Raises ValueError, naming the field, if `kind` is not one of `MOTION_INPUTS`."""
+  if kind not in MOTION_INPUTS:
+    raise ValueError(f"config.model.motion_input={kind!r} is not one of {MOTION_INPUTS}.")
+
+
 def motion_input(video: jax.Array, kind: str, scale: float = 1.0) -> jax.Array:
   """The encoder's input [B, T, H, W, C] from clips [B, T, H, W, C] (`MOTION_INPUTS`).
 
   'none': the clip itself. 'residual': `scale * (video - its mean over frames)`.
   'difference': `scale * (frame t - frame t - 1)`, zero for the first frame.
   """
+  check_motion_input(kind)
   if kind == "none":
     return video
   if kind == "residual":
     return scale * (video - jnp.mean(video, axis=1, keepdims=True))
-  if kind == "difference":
-    return scale * jnp.diff(video, axis=1, prepend=video[:, :1])
-  raise ValueError(f"config.model.motion_input={kind!r} is not one of {MOTION_INPUTS}.")
+  return scale * jnp.diff(video, axis=1, prepend=video[:, :1])
 
 
 def masked_mean(tokens: jax.Array, valid: jax.Array | None) -> jax.Array:
