@@ -6,7 +6,7 @@ Measures, in one run on the same machine:
    with the time loop unrolled, since XLA counts a loop body once; forward + backward +
    remat recompute + optimizer) and the median wall time of the step as configured and
    fully unrolled, on synthetic input of the config's shapes; utilisation =
-   (FLOPs / time) / peak;
+   (FLOPs / time) / peak; and the seconds XLA takes to compile each variant;
 3. the input pipeline's batches/s for the same config, next to the train step's steps/s
    (the pipeline must be >= 5x faster);
 4. with `--breakdown`, which parts hold the step back: forward + backward of each MooG
@@ -61,11 +61,14 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
 
 
 def _compiled_train_step(task, config):
+  """(compiled step, init_state, abstract_state, batch spec, seconds to lower + compile)."""
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
   tx, schedule = train.make_optimizer(config, task)
   init_state, abstract_state = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   step_fn = jax.jit(train.make_train_step(task, tx, schedule, config), donate_argnums=(0,))
-  return step_fn.lower(abstract_state, spec).compile(), init_state, abstract_state, spec
+  start = time.perf_counter()
+  compiled = step_fn.lower(abstract_state, spec).compile()
+  return compiled, init_state, abstract_state, spec, time.perf_counter() - start
 
 
 def _flops(compiled) -> float:
@@ -90,22 +93,26 @@ def _median_step_seconds(compiled, init_state, spec, steps: int) -> float:
 
 
 def train_step_speed(config, steps: int) -> dict:
-  """FLOPs and median time of one training step, rolled and fully unrolled over time.
+  """FLOPs and median time of one training step, as configured and fully unrolled.
 
-  XLA's cost analysis counts a while-loop body once, so the FLOPs of the rolled step
-  (the config as is, `model.scan_unroll=1`) miss T - 1 of the T time steps. The FLOPs
-  are therefore taken from the same step compiled with the time loop fully unrolled
-  (`scan_unroll = num_frames`: the identical computation as straight-line code; remat
-  recompute included), and both variants are timed.
+  XLA's cost analysis counts a while-loop body once, so the FLOPs of a rolled step
+  (`model.scan_unroll=1`) miss T - 1 of the T time steps. The FLOPs are therefore taken
+  from the same step compiled with the time loop fully unrolled (the identical
+  computation as straight-line code; remat recompute included), and both variants are
+  timed (they are the same when the config already unrolls, `model.scan_unroll=0`).
   """
   task = moog_task.MooGTask(config)
-  compiled, init_state, abstract_state, spec = _compiled_train_step(task, config)
-  unrolled, _, _, _ = _compiled_train_step(task.for_cost_analysis(config), config)
+  compiled, init_state, abstract_state, spec, compile_seconds = _compiled_train_step(
+      task, config)
+  unrolled, _, _, _, unrolled_compile_seconds = _compiled_train_step(
+      task.for_cost_analysis(config), config)
   return dict(
       train_step_flops=_flops(unrolled),
-      rolled_loop_flops_as_counted_by_xla=_flops(compiled),
+      configured_step_flops_as_counted_by_xla=_flops(compiled),
       train_step_seconds=_median_step_seconds(compiled, init_state, spec, steps),
       unrolled_train_step_seconds=_median_step_seconds(unrolled, init_state, spec, steps),
+      compile_seconds=compile_seconds,
+      unrolled_compile_seconds=unrolled_compile_seconds,
       params=train.count_params_per_part(abstract_state["params"])["total"])
 
 

@@ -41,6 +41,9 @@ STATE_NORM_EPSILON = 1e-4
 # Fields added to `config.model` after runs existed, at the value those runs used.
 checkpoint.register_added_config_fields(
     {'model.scan_unroll': 1, 'model.decoder_self_attention': False})
+# Loop unrolling and rematerialisation change speed and memory, not the function: a run
+# resumes, or initialises another, whatever their values.
+checkpoint.register_execution_only_config_fields(('model.scan_unroll', 'model.remat'))
 # `config.model.compute_dtype` -> the Flax modules' `dtype`; parameters stay float32.
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -81,9 +84,10 @@ class MooG(nn.Module):
     dtype: computation dtype of the state norm; the submodules carry their own (set
       consistently by `build_moog`).
     scan_unroll: time steps per iteration of the scan's loop (`lax.scan`'s `unroll`);
-      1 keeps one rolled loop. Unrolling by the clip length gives XLA one straight-line
-      program: more compile time, possibly faster steps, and an exact FLOP count (XLA's
-      cost analysis counts a loop body once, whatever its trip count).
+      1 keeps one rolled loop, 0 unrolls the whole clip, whatever its length. Full
+      unrolling gives XLA one straight-line program: more compile time, possibly
+      faster steps, and an exact FLOP count (XLA's cost analysis counts a loop body
+      once, whatever its trip count).
     return_corrected_prenorm: also return `states_corrected_prenorm`, the corrected
       states before the state LayerNorm (the features the released Ego4D heads read;
       see `step`). Off by default, so training memory and every other output are
@@ -319,7 +323,7 @@ class MooG(nn.Module):
         split_rngs={'params': False, 'default': True},
         in_axes=0,
         out_axes=0,
-        unroll=self.scan_unroll,
+        unroll=self.scan_unroll or time_major_inputs[0].shape[0],
     )
     return scan(self, state, time_major_inputs)
 
@@ -488,8 +492,10 @@ def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
     )
   if any(s < 1 for s in c.encoder_strides):
     raise ValueError(f'model.encoder_strides must be positive, got {tuple(c.encoder_strides)}.')
-  if c.get('scan_unroll', 1) < 1:
-    raise ValueError(f'model.scan_unroll must be >= 1 (1 = a rolled loop), got {c.scan_unroll}.')
+  if c.get('scan_unroll', 1) < 0:
+    raise ValueError(
+        f'model.scan_unroll must be >= 0 (1 = a rolled loop, 0 = the whole clip unrolled),'
+        f' got {c.scan_unroll}.')
   for field in ('subsample_factor_train', 'subsample_factor_eval'):
     if c[field] < 1:
       raise ValueError(f'model.{field} must be >= 1 (1 = no subsampling), got {c[field]}.')

@@ -162,6 +162,7 @@ def test_output_shapes(tiny, batch_shape, train, lattice):
         ('corrector.qkv_size', 33, r'model.corrector.qkv_size=33 is not divisible'),
         ('encoder_pos_embedding', 'add', r'model.encoder_pos_embedding'),
         ('encoder_strides', (2,), r'model.encoder_channels'),
+        ('scan_unroll', -1, r'model.scan_unroll must be >= 0'),
     ],
 )
 def test_invalid_config_raises(field, value, message):
@@ -326,26 +327,37 @@ def test_encoder_token_mask(tiny):
   )
 
 
-def test_remat_gives_identical_outputs_and_gradients(tiny):
+def _assert_same_loss_and_gradients_as_tiny(tiny, **model_overrides):
+  """A model built from `tiny_model_config()` with overrides matches `tiny` exactly."""
   config = moog_model.tiny_model_config()
-  config.remat = True
-  remat_model = moog_model.build_moog(config)
+  config.update(model_overrides)
+  other_model = moog_model.build_moog(config)
 
   @jax.jit
-  def remat_loss_and_grad(params, rng):
+  def other_loss_and_grad(params, rng):
     def loss_fn(p):
-      outputs = remat_model.apply({'params': p}, tiny.video, train=True, rngs={'default': rng})
+      outputs = other_model.apply({'params': p}, tiny.video, train=True, rngs={'default': rng})
       return moog_model.l2_loss(outputs), outputs['video_predicted']
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
   params, rng = tiny.variables['params'], jax.random.key(13)
   (loss, preds), grads = tiny.loss_and_grad(params, tiny.video, rng)
-  (remat_loss, remat_preds), remat_grads = remat_loss_and_grad(params, rng)
-  np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
-  np.testing.assert_allclose(remat_preds, preds, atol=1e-6)
+  (other_loss, other_preds), other_grads = other_loss_and_grad(params, rng)
+  np.testing.assert_allclose(other_loss, loss, rtol=1e-6)
+  np.testing.assert_allclose(other_preds, preds, atol=1e-6)
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-7),
-               remat_grads, grads)
+               other_grads, grads)
   assert _count(grads) == _count(tiny.variables)
+
+
+def test_remat_gives_identical_outputs_and_gradients(tiny):
+  _assert_same_loss_and_gradients_as_tiny(tiny, remat=True)
+
+
+@pytest.mark.parametrize('scan_unroll', [0, 3])
+def test_unrolled_time_loop_gives_identical_outputs_and_gradients(tiny, scan_unroll):
+  # 0 unrolls the whole clip; 3 does not divide the 4 frames, so a remainder is left.
+  _assert_same_loss_and_gradients_as_tiny(tiny, scan_unroll=scan_unroll)
 
 
 # ---------------------------------------------------------------------------------------

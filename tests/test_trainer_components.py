@@ -13,6 +13,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import moog.model  # noqa: F401  Registers MooG's execution-only config fields.
 from videolib import checkpoint
 from videolib import optim
 from videolib import sharding
@@ -232,6 +233,20 @@ def test_a_field_added_later_is_no_difference_at_the_value_old_runs_used():
   assert checkpoint.config_differences(
       saved, {"model": {"num_tokens": 32, "added_later_for_test": 1}}, "model") == [
           "model.num_tokens: 64 -> 32"]
+
+
+def test_execution_only_fields_are_no_difference_but_the_model_still_is():
+  # Registered by moog.model (imported above): unrolling and remat never block a resume.
+  saved = {"model": {"num_tokens": 64, "scan_unroll": 1, "remat": False}}
+  assert checkpoint.config_differences(
+      saved, {"model": {"num_tokens": 64, "scan_unroll": 8, "remat": True}}, "model") == []
+  assert checkpoint.config_differences(
+      saved, {"model": {"num_tokens": 32, "scan_unroll": 8, "remat": True}}, "model") == [
+          "model.num_tokens: 64 -> 32"]
+  # A run written before `scan_unroll` existed compares equal at any unrolling too.
+  assert checkpoint.config_differences(
+      {"model": {"num_tokens": 64}}, {"model": {"num_tokens": 64, "scan_unroll": 8}},
+      "model") == []
 
 
 def test_config_differences_of_one_field_ignore_the_rest_of_its_section():

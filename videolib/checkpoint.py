@@ -66,12 +66,30 @@ def register_added_config_fields(defaults: dict[str, Any]) -> None:
   _ADDED_FIELD_DEFAULTS.update(defaults)
 
 
+# Config fields that choose how a model executes, never its parameters or its function
+# (see `register_execution_only_config_fields`).
+_EXECUTION_ONLY_FIELDS: set[str] = set()
+
+
+def register_execution_only_config_fields(fields: Sequence[str]) -> None:
+  """Declares fields such as 'model.remat' that `config_differences` never reports.
+
+  They change speed and memory (loop unrolling, rematerialisation), not the parameters
+  or what the model computes, so a run may resume, or serve as `init_from`, with other
+  values of them.
+  """
+  _EXECUTION_ONLY_FIELDS.update(fields)
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any], section: str) -> list[str]:
   """Fields under `config.<section>` that differ, as 'field: saved -> current' lines.
 
   `section` is a dotted path: a whole section ('model') or one field ('readout.width').
+  Fields registered as execution-only (`register_execution_only_config_fields`) are
+  skipped.
   """
-  within = lambda key: key == section or key.startswith(f"{section}.")
+  within = lambda key: ((key == section or key.startswith(f"{section}."))
+                        and key not in _EXECUTION_ONLY_FIELDS)
   saved_flat = {k: v for k, v in _flatten(saved).items() if within(k)}
   current_flat = {k: v for k, v in _flatten(current).items() if within(k)}
   for key, default in _ADDED_FIELD_DEFAULTS.items():
