@@ -6,6 +6,9 @@ of a backbone's states, so a failure can be pinned on the head or on the backbon
   * `answer`: one token per track and frame, Fourier(query (x, y)) next to
     Fourier(true (x, y) at that frame). The head has only to find its own track's token by
     the query and copy the position out of it.
+  * `own_answer`: the control for `answer` with nothing to select: each track is read
+    out alone (tracks folded into the batch) from a one-token set holding its own
+    `answer` token, so the head has only to regress the position out of it.
   * `patches`: the frame itself as 64 tokens, each a raw 4 x 4 RGB patch next to
     Fourier(patch centre). All the information is there, nothing is pre-digested: the
     head must match appearance across frames, as it must on a backbone's tokens.
@@ -38,7 +41,7 @@ from videolib.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/moog_readout_tiny.py", "Readout config file.", lock_config=True)
-_TOKENS = flags.DEFINE_enum("tokens", "answer", ["answer", "patches"],
+_TOKENS = flags.DEFINE_enum("tokens", "answer", ["answer", "own_answer", "patches"],
                             "What the head reads, see the module docstring.")
 _STEPS = flags.DEFINE_integer("steps", 4000, "Training steps.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 500, "Steps between evaluations.")
@@ -86,14 +89,26 @@ def main(argv):
     return readouts.normalise_query_points(batch["query_points"], batch["video"].shape[2:4])
 
   def tokens(batch, query_xy):
-    if _TOKENS.value == "answer":
-      return answer_tokens(batch, query_xy, head_config.num_fourier_bases)
-    return patch_tokens(batch, head_config.num_fourier_bases)
+    if _TOKENS.value == "patches":
+      return patch_tokens(batch, head_config.num_fourier_bases)
+    return answer_tokens(batch, query_xy, head_config.num_fourier_bases)
+
+  def head_inputs(batch):
+    """(features, query_xy, query_frame) in the head's layout for `_TOKENS`."""
+    query_xy, query_frame = queries(batch)
+    features = tokens(batch, query_xy)
+    if _TOKENS.value != "own_answer":
+      return {"states_predicted": features}, query_xy, query_frame
+    # One readout per track (a batch axis), over a one-token set: its own answer token.
+    features = einops.rearrange(features, "b t n f -> b n t 1 f")
+    return {"states_predicted": features}, query_xy[:, :, None], query_frame[:, :, None]
 
   def predict(params, batch):
-    query_xy, query_frame = queries(batch)
-    return head.apply({"params": params}, {"states_predicted": tokens(batch, query_xy)},
-                      query_xy, query_frame)
+    outputs = head.apply({"params": params}, *head_inputs(batch))
+    if _TOKENS.value == "own_answer":  # [B, N, 1, ...] -> [B, N, ...]
+      outputs = {name: outputs[name][:, :, 0]
+                 for name in ("position", "visibility_logit", "certainty_logit")}
+    return outputs
 
   def tracking_loss(outputs, batch):
     """(training loss, its position term)."""
@@ -122,10 +137,7 @@ def main(argv):
         query_mode="first", tracks_valid=batch["tracks_valid"], mask=batch["_mask"])
     return metrics_lib.finalize(sums)["average_pts_within_thresh"]
 
-  query_xy, query_frame = queries(eval_batch)
-  params = head.init(jax.random.PRNGKey(config.seed),
-                     {"states_predicted": tokens(eval_batch, query_xy)}, query_xy,
-                     query_frame)["params"]
+  params = head.init(jax.random.PRNGKey(config.seed), *head_inputs(eval_batch))["params"]
   optimizer, _ = optim.make_optimizer(config.optimizer, _STEPS.value)
   opt_state = optimizer.init(params)
 

@@ -1,0 +1,116 @@
+r"""Does a backbone's corrector attention follow the points? A parameter-free point tracker.
+
+MooG's claim is that its state tokens move with the content they represent. Where a token
+looks is its corrector cross-attention over the encoder grid (`moog/token_tracking.py`).
+This tracker reads only that, with no trained head:
+
+* each frame-0 query point is assigned to the state tokens by their attention at the
+  query's encoder cell on the reference frame r: weights ∝ attention ** `--power`,
+  normalised over tokens (`--power` large = the single most-attending token);
+* its predicted position at frame t ≥ r is the query plus the weighted displacement of
+  those tokens' attention centroids from frame r to frame t; before r, the query.
+
+`--reference_frame=1` by default: frame 0's correction starts from the random initial
+tokens, and the centroids jump between frames 0 and 1 by more than the points move. The
+predictions are scored with the TAP-Vid `first`-mode metrics, every point predicted
+visible (so AJ is comparable with the never-moving point's), on the validation clips of
+`configs/moog_readout_tiny.py`, next to the never-moving point. It also prints how far,
+per frame, the tracker moves the points from their query position and how far the
+visible points really moved (raster pixels).
+
+  python benchmarks/attention_point_tracking.py --workdir=runs/moog_tiny_long
+
+Prints one JSON object; results: docs/readout_results.md.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import moog_readout_tiny
+from moog import token_tracking
+from moog import visualize
+from videolib import metrics as metrics_lib
+from videolib.data import pipeline
+
+# `--workdir` (the pretraining run: MooG, Grid or Grid Rec.) is defined by moog.visualize,
+# whose checkpoint reading and model run this script reuses.
+_REFERENCE_FRAME = flags.DEFINE_integer("reference_frame", 1,
+                                        "Frame whose attention assigns queries to tokens.")
+_POWER = flags.DEFINE_float("power", 1.0, "Sharpening of the query-to-token weights.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Validation videos per forward pass.")
+
+
+def attention_tracks(
+    cross_attention: jax.Array,
+    grid_shape: tuple[int, int],
+    frame_shape: tuple[int, int],
+    query_yx: jax.Array,
+    reference_frame: int,
+    power: float,
+) -> jax.Array:
+  """[b, N, T, 2] predicted (x, y) raster positions of `query_yx` [b, N, 2] (see above)."""
+  maps = token_tracking.attention_maps(cross_attention, grid_shape)  # [b, T, n, h, w]
+  centroids = token_tracking.attention_centroids(maps, frame_shape)  # [b, T, n, (y, x)]
+  cell_y = jnp.clip((query_yx[..., 0] * grid_shape[0] / frame_shape[0]).astype(jnp.int32),
+                    0, grid_shape[0] - 1)
+  cell_x = jnp.clip((query_yx[..., 1] * grid_shape[1] / frame_shape[1]).astype(jnp.int32),
+                    0, grid_shape[1] - 1)
+  at_query = jax.vmap(lambda m, y, x: m[:, y, x].T)(maps[:, reference_frame], cell_y, cell_x)
+  weights = at_query**power
+  weights = weights / jnp.sum(weights, axis=-1, keepdims=True)  # [b, N, n]
+  moved = centroids - centroids[:, reference_frame : reference_frame + 1]
+  moved = moved.at[:, :reference_frame].set(0.0)
+  displacement_yx = jnp.einsum("bNn,btnc->bNtc", weights, moved)
+  return (query_yx[:, :, None] + displacement_yx)[..., ::-1]
+
+
+def main(argv):
+  del argv
+  data_config = moog_readout_tiny.get_config().data
+  run_config, params, source = visualize.restore_run(flags.FLAGS.workdir)
+  totals = {}
+  moved = {"tracked": [], "true": []}  # Per video: mean displacement from the query, per frame.
+  for batch in pipeline.make_eval_iterator(data_config, global_batch_size=_BATCH_SIZE.value):
+    video = np.asarray(batch["video"], np.float32)
+    frame_shape = video.shape[2:4]
+    _, cross_attention, grid_shape = visualize.run_model(run_config, params, source, video)
+    query_yx = jnp.asarray(batch["query_points"][..., 1:], jnp.float32)
+    tracked = attention_tracks(cross_attention, grid_shape, frame_shape, query_yx,
+                               _REFERENCE_FRAME.value, _POWER.value)
+    never_moving = jnp.broadcast_to(query_yx[:, :, None, ::-1], tracked.shape)
+    counted = (np.asarray(batch["tracks_valid"], bool) & np.asarray(batch["_mask"], bool)[:, None])
+    visible = counted[..., None] & ~np.asarray(batch["occluded"], bool)
+    for name, points, weight in (("tracked", tracked, counted[..., None]),
+                                 ("true", batch["target_points"], visible)):
+      distance = np.linalg.norm(np.asarray(points) - np.asarray(never_moving), axis=-1)
+      weight = np.broadcast_to(weight, distance.shape)
+      moved[name].append((np.sum(distance * weight, axis=1), np.sum(weight, axis=1)))
+    for name, predicted in (("attention_tracks", tracked), ("never_moving", never_moving)):
+      sums = metrics_lib.tapvid_metrics(
+          batch["query_points"], batch["target_points"], batch["occluded"], predicted,
+          jnp.zeros(predicted.shape[:-1], bool), image_size=frame_shape, query_mode="first",
+          tracks_valid=batch["tracks_valid"], mask=batch["_mask"])
+      totals[name] = sums if name not in totals else jax.tree.map(
+          lambda a, b: a + b, totals[name], sums)
+  result = dict(workdir=flags.FLAGS.workdir, checkpoint=source,
+                reference_frame=_REFERENCE_FRAME.value, power=_POWER.value)
+  for name, sums in totals.items():
+    finalized = metrics_lib.finalize(sums)
+    result[name] = {key: float(finalized[key]) for key in (
+        "average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")}
+  for name, parts in moved.items():
+    distance_sum = sum(np.sum(total, axis=0) for total, _ in parts)
+    count = sum(np.sum(weight, axis=0) for _, weight in parts)
+    result[f"mean_{name}_displacement_px_per_frame"] = [
+        round(float(value), 3) for value in distance_sum / np.maximum(count, 1)]
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("workdir")
+  app.run(main)
