@@ -2,13 +2,9 @@ r"""Does a backbone's corrector attention follow the points? A parameter-free po
 
 MooG's claim is that its state tokens move with the content they represent. Where a token
 looks is its corrector cross-attention over the encoder grid (`moog/token_tracking.py`).
-This tracker reads only that, with no trained head:
-
-* each frame-0 query point is assigned to the state tokens by their attention at the
-  query's encoder cell on the reference frame r: weights ∝ attention ** `--power`,
-  normalised over tokens (`--power` large = the single most-attending token);
-* its predicted position at frame t ≥ r is the query plus the weighted displacement of
-  those tokens' attention centroids from frame r to frame t; before r, the query.
+`moog.token_tracking.attention_point_tracks` reads only that, with no trained head: each
+frame-0 query is assigned to the state tokens by their attention at its encoder cell on a
+reference frame, and moves with those tokens' attention centroids from then on.
 
 `--reference_frame=1` by default: frame 0's correction starts from the random initial
 tokens, and the centroids jump between frames 0 and 1 by more than the points move. The
@@ -45,30 +41,6 @@ _POWER = flags.DEFINE_float("power", 1.0, "Sharpening of the query-to-token weig
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Validation videos per forward pass.")
 
 
-def attention_tracks(
-    cross_attention: jax.Array,
-    grid_shape: tuple[int, int],
-    frame_shape: tuple[int, int],
-    query_yx: jax.Array,
-    reference_frame: int,
-    power: float,
-) -> jax.Array:
-  """[b, N, T, 2] predicted (x, y) raster positions of `query_yx` [b, N, 2] (see above)."""
-  maps = token_tracking.attention_maps(cross_attention, grid_shape)  # [b, T, n, h, w]
-  centroids = token_tracking.attention_centroids(maps, frame_shape)  # [b, T, n, (y, x)]
-  cell_y = jnp.clip((query_yx[..., 0] * grid_shape[0] / frame_shape[0]).astype(jnp.int32),
-                    0, grid_shape[0] - 1)
-  cell_x = jnp.clip((query_yx[..., 1] * grid_shape[1] / frame_shape[1]).astype(jnp.int32),
-                    0, grid_shape[1] - 1)
-  at_query = jax.vmap(lambda m, y, x: m[:, y, x].T)(maps[:, reference_frame], cell_y, cell_x)
-  weights = at_query**power
-  weights = weights / jnp.sum(weights, axis=-1, keepdims=True)  # [b, N, n]
-  moved = centroids - centroids[:, reference_frame : reference_frame + 1]
-  moved = moved.at[:, :reference_frame].set(0.0)
-  displacement_yx = jnp.einsum("bNn,btnc->bNtc", weights, moved)
-  return (query_yx[:, :, None] + displacement_yx)[..., ::-1]
-
-
 def main(argv):
   del argv
   data_config = moog_readout_tiny.get_config().data
@@ -80,8 +52,9 @@ def main(argv):
     frame_shape = video.shape[2:4]
     _, cross_attention, grid_shape = visualize.run_model(run_config, params, source, video)
     query_yx = jnp.asarray(batch["query_points"][..., 1:], jnp.float32)
-    tracked = attention_tracks(cross_attention, grid_shape, frame_shape, query_yx,
-                               _REFERENCE_FRAME.value, _POWER.value)
+    tracked = token_tracking.attention_point_tracks(
+        cross_attention, grid_shape, frame_shape, query_yx,
+        reference_frame=_REFERENCE_FRAME.value, power=_POWER.value)
     never_moving = jnp.broadcast_to(query_yx[:, :, None, ::-1], tracked.shape)
     counted = (np.asarray(batch["tracks_valid"], bool) & np.asarray(batch["_mask"], bool)[:, None])
     visible = counted[..., None] & ~np.asarray(batch["occluded"], bool)

@@ -9,6 +9,8 @@ turns them into
 * `attention_centroids`: `[*b, T, n, 2]`, the attention-weighted mean (y, x) of the grid
   cell centres, in pixel units of the frame (pixel `p` covers `[p, p + 1)`, so a cell of
   an `s`-strided grid at row `i` is centred at `(i + 0.5) * s`);
+* `attention_point_tracks`: a parameter-free point tracker that moves each query with
+  the centroids of the tokens attending to it;
 * `token_consistency`: for the tokens that attend to one ground-truth segment clearly
   more than uniformly at frame 0, how consistently they keep looking at it over time
   (see that function for the definition);
@@ -89,6 +91,51 @@ def attention_centroids(
   centroid_y = jnp.einsum('...hw,h->...', maps, cell_y)
   centroid_x = jnp.einsum('...hw,w->...', maps, cell_x)
   return jnp.stack([centroid_y, centroid_x], axis=-1)
+
+
+def attention_point_tracks(
+    cross_attention: Float[Array, 'b T heads n N'],
+    grid_shape: tuple[int, int],
+    frame_shape: tuple[int, int],
+    query_yx: Float[Array, 'b Q 2'],
+    *,
+    reference_frame: int = 1,
+    power: float = 1.0,
+) -> Float[Array, 'b Q T 2']:
+  """Point tracks that move with the attention of the tokens looking at each query.
+
+  A parameter-free readout: query q is assigned to the state tokens by their attention at
+  q's encoder cell on `reference_frame`, with weights ∝ attention ** `power` normalised
+  over tokens; its position at frame t ≥ `reference_frame` is q plus the weighted
+  displacement of those tokens' `attention_centroids` since `reference_frame`, and q
+  before it. A query whose cell no token attends to stays put. If tokens move with
+  their content, so do the points.
+
+  Args:
+    cross_attention: corrector cross-attention weights (`corrector_cross_attention`).
+    grid_shape: `(h, w)` of the encoder grid.
+    frame_shape: `(H, W)` of the frames.
+    query_yx: (y, x) query positions in raster pixels of the frame.
+    reference_frame: frame whose attention assigns queries to tokens.
+    power: sharpening of the weights (large: the single most-attending token).
+
+  Returns:
+    `[b, Q, T, 2]` (x, y) raster positions, the layout of TAP-Vid predictions.
+  """
+  maps = attention_maps(cross_attention, grid_shape)
+  centroids = attention_centroids(maps, frame_shape)  # [b, T, n, (y, x)]
+  cell = jnp.floor(query_yx * jnp.asarray(grid_shape) / jnp.asarray(frame_shape))
+  cell = jnp.clip(cell.astype(jnp.int32), 0, jnp.asarray(grid_shape) - 1)
+  at_query = jax.vmap(lambda m, y, x: m[:, y, x].T)(
+      maps[:, reference_frame], cell[..., 0], cell[..., 1])  # [b, Q, n]
+  weights = at_query**power
+  total = jnp.sum(weights, axis=-1, keepdims=True)
+  # A cell no token attends to leaves its queries where they are (not 0 / 0).
+  weights = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
+  moved = centroids - centroids[:, reference_frame : reference_frame + 1]
+  moved = moved.at[:, :reference_frame].set(0.0)
+  displacement = jnp.einsum('bqn,btnc->bqtc', weights, moved)
+  return (query_yx[:, :, None] + displacement)[..., ::-1]
 
 
 def segment_attention_mass(

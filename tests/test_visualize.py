@@ -52,6 +52,29 @@ def test_centroid_of_a_split_map_is_the_weighted_mean():
   np.testing.assert_allclose(centroids[0], [0.75 * 2 + 0.25 * 6, 0.75 * 2 + 0.25 * 14])
 
 
+def test_attention_point_tracks_move_queries_with_the_tokens_attending_to_them():
+  # A 1x4 grid of 2x2-pixel cells over a 2x8 frame: cell centres x = 1, 3, 5, 7, y = 1.
+  maps = np.zeros((3, 2, 1, 4), np.float32)  # [T, n, h, w]
+  maps[:, 0, 0, [3, 1, 2]] = np.eye(3)  # Token 0: cell 3, then 1, then 2 (x 7 -> 3 -> 5).
+  maps[0, 1, 0, 0] = 1.0  # Token 1: cell 0, then half on cells 0 and 1 (x = 2), unmoved.
+  maps[1:, 1, 0, :2] = 0.5
+  cross_attention = jnp.asarray(maps.reshape(1, 3, 1, 2, 4))  # [b, T, heads, n, h * w]
+  query_yx = jnp.asarray([[[1.0, 3.2], [1.0, 6.0]]])  # Cells 1 and 3.
+  tracks = token_tracking.attention_point_tracks(cross_attention, (1, 4), (2, 8), query_yx)
+  # Query 0 on frame 1 (the reference): token 0 attends 1.0 to its cell, token 1 0.5, so
+  # weights 2/3 and 1/3; token 0 then moves +2 px in x, token 1 not at all.
+  np.testing.assert_allclose(tracks[0, 0], [[3.2, 1], [3.2, 1], [3.2 + 4 / 3, 1]], rtol=1e-6)
+  # No token attends to query 1's cell on frame 1: it stays put (no 0 / 0).
+  np.testing.assert_allclose(tracks[0, 1], [[6, 1]] * 3)
+  sharp = token_tracking.attention_point_tracks(cross_attention, (1, 4), (2, 8),
+                                                query_yx[:, :1], power=30.0)
+  np.testing.assert_allclose(sharp[0, 0, 2], [3.2 + 2, 1], rtol=1e-5)
+  from_frame_0 = token_tracking.attention_point_tracks(
+      cross_attention, (1, 4), (2, 8), query_yx[:, 1:], reference_frame=0)
+  # Query 1 sits on token 0's frame-0 cell and follows it: x 6 -> 6 - 4 -> 6 - 2.
+  np.testing.assert_allclose(from_frame_0[0, 0], [[6, 1], [2, 1], [4, 1]], rtol=1e-6)
+
+
 def test_consistency_is_one_when_following_the_object_and_lower_when_staying_put():
   # A 2x2-pixel object (id 1) moves one grid cell right per frame on a 4x4 grid of 2x2
   # cells, over background 0. Token 0 follows it; token 1 stays on its first cell.
