@@ -14,8 +14,9 @@ Measured (2-core x86_64 CPU, see docs/results.md for commands):
 - validation next-frame PSNR (frames 1..7): 16.5 dB at step 500, 16.6 dB at step 2,000;
   repeating the previous frame scores 23.4 dB. The tiny model sits at the "mean colour of
   the video" solution for about 4,000 steps, then its tokens bind to content: with
-  `--config.num_train_steps=24000` it reaches 18.5 dB at step 6,000 and 19.3 dB at 12,000,
-  still below the repeat baseline (docs/results.md has the curve and what was tried).
+  `--config.num_train_steps=24000` it reaches 18.5 dB at step 6,000, 19.3 dB at 12,000
+  and 19.9 dB at 24,000, still below the repeat baseline (docs/results.md has the curve
+  and what was tried).
 """
 
 import ml_collections
