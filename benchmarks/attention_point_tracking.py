@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import moog_readout_tiny
+from moog import readout_task
 from moog import token_tracking
 from moog import visualize
 from videolib import metrics as metrics_lib
@@ -55,7 +56,8 @@ def main(argv):
     tracked = token_tracking.attention_point_tracks(
         cross_attention, grid_shape, frame_shape, query_yx,
         reference_frame=_REFERENCE_FRAME.value, power=_POWER.value)
-    never_moving = jnp.broadcast_to(query_yx[:, :, None, ::-1], tracked.shape)
+    never_moving, _ = readout_task.static_point_predictions(batch["query_points"],
+                                                            video.shape[1])
     counted = (np.asarray(batch["tracks_valid"], bool) & np.asarray(batch["_mask"], bool)[:, None])
     visible = counted[..., None] & ~np.asarray(batch["occluded"], bool)
     for name, points, weight in (("tracked", tracked, counted[..., None]),

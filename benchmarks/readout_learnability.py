@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from moog import modules
+from moog import readout_task
 from moog import readouts
 from videolib import metrics as metrics_lib
 from videolib import optim
@@ -122,9 +123,10 @@ def main(argv):
     return tracking_loss(predict(params, batch), batch)
 
   def never_moving(batch):
-    query_xy, _ = queries(batch)
-    num_frames = batch["video"].shape[1]
-    position = jnp.broadcast_to(query_xy[:, :, None], query_xy.shape[:2] + (num_frames, 2))
+    height, width = batch["video"].shape[2:4]
+    pixels, _ = readout_task.static_point_predictions(batch["query_points"],
+                                                      batch["video"].shape[1])
+    position = pixels / jnp.asarray([width, height], jnp.float32)
     logits = jnp.zeros(position.shape[:-1])
     return {"position": position, "visibility_logit": logits, "certainty_logit": logits}
 
