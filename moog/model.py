@@ -39,8 +39,7 @@ from videolib import checkpoint
 
 STATE_NORM_EPSILON = 1e-4
 # Fields added to `config.model` after runs existed, at the value those runs used.
-checkpoint.register_added_config_fields(
-    {'model.scan_unroll': 1, 'model.decoder_self_attention': False})
+checkpoint.register_added_config_fields({'model.decoder_self_attention': False})
 # Loop unrolling and rematerialisation change speed and memory, not the function: a run
 # resumes, or initialises another, whatever their values.
 checkpoint.register_execution_only_config_fields(('model.scan_unroll', 'model.remat'))

@@ -57,8 +57,9 @@ _ADDED_FIELD_DEFAULTS: dict[str, Any] = {}
 
 
 def register_added_config_fields(defaults: dict[str, Any]) -> None:
-  """Declares new config fields, e.g. {'model.scan_unroll': 1}, for `config_differences`.
+  """Declares config fields added after runs existed, with the value those runs used.
 
+  E.g. {'model.decoder_self_attention': False}, for `config_differences`.
   A config saved before a field existed lacks it; comparing it with a current config
   that holds the field at this value is not a difference, so such runs still resume and
   still serve as `init_from`.
