@@ -1,12 +1,16 @@
 r"""MooG training-step speed as a fraction of this machine's dense-matmul peak.
 
 Measures, in one run on the same machine:
-1. the dense float32 matmul peak (FLOP/s of a large jitted `a @ b`);
-2. for the config: XLA's FLOPs of one training step (cost analysis of the step compiled
-   with the time loop unrolled, since XLA counts a loop body once; forward + backward +
+1. the dense matmul peak (FLOP/s of a jitted square `a @ b`, `--peak_size`, in the
+   config's `model.compute_dtype` at the backend's default precision, which is what the
+   model's matmuls use: TF32 for float32 on NVIDIA GPUs);
+2. for the config: XLA's FLOPs of one training step (`videolib.train.xla_flops`: cost
+   analysis of the lowered step, the same on every backend, with the time loop
+   unrolled, since XLA counts a loop body once; forward + backward +
    remat recompute + optimizer) and the median wall time of the step as configured and
    fully unrolled, on synthetic input of the config's shapes; utilisation =
-   (FLOPs / time) / peak; and the seconds XLA takes to compile each variant;
+   (FLOPs / time) / peak; the seconds XLA takes to compile each variant and its
+   scratch memory (`memory_analysis().temp_size_in_bytes`);
 3. the input pipeline's batches/s for the same config, next to the train step's steps/s
    (the pipeline must be >= 5x faster);
 4. with `--breakdown`, which parts hold the step back: forward + backward of each MooG
@@ -17,6 +21,12 @@ Measures, in one run on the same machine:
   python benchmarks/moog_train_speed.py --config=configs/moog_tiny.py
   python benchmarks/moog_train_speed.py --config=configs/moog_movi.py \
       --config.batch_size=1 --config.data.resolution=128 --steps=3 --breakdown
+On an accelerator, fill it (a 2048² matmul does not reach a GPU's peak):
+  python benchmarks/moog_train_speed.py --config=configs/moog_movi.py \
+      --config.batch_size=8 --steps=5 --pipeline_batches=0 --peak_size=8192
+
+On backends that report it (GPU, TPU) the result also holds the device's peak memory in
+use over the whole run (`device_peak_memory_gib`).
 
 Prints one JSON object; `docs/results.md` quotes it with the machine it ran on.
 """
@@ -44,12 +54,14 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps (after one warm
 _BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time each model part alone.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 50,
                                          "Batches timed for the pipeline (0 = skip).")
+_PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Side of the square matmul timed for the "
+                                  "peak; 8192 fills a GPU.")
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-  """FLOP/s of a square float32 matmul, best of `repeats` (2 n^3 FLOPs per call)."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+def matmul_peak_flops(size: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
+  """FLOP/s of a square matmul, best of `repeats` (2 n^3 FLOPs per call)."""
+  a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+  b = jax.random.normal(jax.random.key(1), (size, size), dtype)
   matmul = jax.jit(jnp.matmul)
   matmul(a, b).block_until_ready()
   times = []
@@ -61,20 +73,21 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
 
 
 def _compiled_train_step(task, config):
-  """(compiled step, init_state, abstract_state, batch spec, seconds to lower + compile)."""
+  """(compiled step, init_state, abstract_state, batch spec, seconds to compile, FLOPs)."""
   spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
   tx, schedule = train.make_optimizer(config, task)
   init_state, abstract_state = train.abstract_train_state(task, tx, spec, jax.random.key(0))
-  step_fn = jax.jit(train.make_train_step(task, tx, schedule, config), donate_argnums=(0,))
+  step = train.make_train_step(task, tx, schedule, config)
   start = time.perf_counter()
-  compiled = step_fn.lower(abstract_state, spec).compile()
-  return compiled, init_state, abstract_state, spec, time.perf_counter() - start
+  compiled = jax.jit(step, donate_argnums=(0,)).lower(abstract_state, spec).compile()
+  seconds = time.perf_counter() - start
+  return (compiled, init_state, abstract_state, spec, seconds,
+          train.xla_flops(step, abstract_state, spec))
 
 
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"])
+def _temp_gib(compiled) -> float:
+  """Scratch memory of the compiled step beyond its arguments and outputs, GiB."""
+  return compiled.memory_analysis().temp_size_in_bytes / 2**30
 
 
 def _median_step_seconds(compiled, init_state, spec, steps: int) -> float:
@@ -102,32 +115,32 @@ def train_step_speed(config, steps: int) -> dict:
   timed (they are the same when the config already unrolls, `model.scan_unroll=0`).
   """
   task = moog_task.MooGTask(config)
-  compiled, init_state, abstract_state, spec, compile_seconds = _compiled_train_step(
-      task, config)
-  unrolled, _, _, _, unrolled_compile_seconds = _compiled_train_step(
+  compiled, init_state, abstract_state, spec, compile_seconds, configured_flops = (
+      _compiled_train_step(task, config))
+  unrolled, _, _, _, unrolled_compile_seconds, flops = _compiled_train_step(
       task.for_cost_analysis(config), config)
   return dict(
-      train_step_flops=_flops(unrolled),
-      configured_step_flops_as_counted_by_xla=_flops(compiled),
+      train_step_flops=flops,
+      configured_step_flops_as_counted_by_xla=configured_flops,
       train_step_seconds=_median_step_seconds(compiled, init_state, spec, steps),
       unrolled_train_step_seconds=_median_step_seconds(unrolled, init_state, spec, steps),
       compile_seconds=compile_seconds,
       unrolled_compile_seconds=unrolled_compile_seconds,
+      temp_memory_gib=_temp_gib(compiled),
+      unrolled_temp_memory_gib=_temp_gib(unrolled),
       params=train.count_params_per_part(abstract_state["params"])["total"])
 
 
 def _timed(fn, args, steps: int) -> tuple[float, float]:
   """(XLA FLOPs, median seconds) of a jitted `fn(*args)`."""
   compiled = jax.jit(fn).lower(*args).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   jax.block_until_ready(compiled(*args))
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - start)
-  return float(cost["flops"]), statistics.median(times)
+  return train.xla_flops(fn, *args), statistics.median(times)
 
 
 def part_breakdown(config, steps: int, peak: float) -> dict:
@@ -174,15 +187,21 @@ def pipeline_speed(config, batches: int) -> float:
 def main(argv):
   del argv
   config = _CONFIG.value
-  peak = matmul_peak_flops()
+  compute_dtype = config.model.get("compute_dtype", "float32")
+  peak = matmul_peak_flops(_PEAK_SIZE.value, jnp.dtype(compute_dtype))
   result = dict(
       config=config_flags.get_config_filename(flags.FLAGS["config"]),
       machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
       backend=jax.default_backend(),
+      device=jax.devices()[0].device_kind,
+      jax=jax.__version__,
       batch_size=config.batch_size,
       resolution=config.data.resolution,
       num_frames=config.data.num_frames,
+      compute_dtype=compute_dtype,
+      remat=config.model.get("remat", False),
       matmul_peak_gflops=peak / 1e9,
+      matmul_peak_size=_PEAK_SIZE.value,
   )
   result.update(train_step_speed(config, _STEPS.value))
   achieved = result["train_step_flops"] / result["train_step_seconds"]
@@ -196,6 +215,9 @@ def main(argv):
     batches_per_second = pipeline_speed(config, _PIPELINE_BATCHES.value)
     result.update(pipeline_batches_per_second=batches_per_second,
                   pipeline_over_train_ratio=batches_per_second * result["train_step_seconds"])
+  memory = jax.devices()[0].memory_stats()
+  if memory and "peak_bytes_in_use" in memory:
+    result["device_peak_memory_gib"] = memory["peak_bytes_in_use"] / 2**30
   print(json.dumps(result, indent=2))
 
 
