@@ -24,13 +24,8 @@ from absl import logging
 import grain
 import numpy as np
 
-from moog import main as moog_main  # Defines --config and --workdir (videolib.app).
 from videolib import train
 from videolib.data import pipeline
-
-_RECORDS = flags.DEFINE_string("records", None, "The exported records file (.npz).")
-_EXPORT = flags.DEFINE_bool("export", False, "Write --records from the config's dataset "
-                            "and exit (needs TFDS with TensorFlow).")
 
 
 def _check_video_only(data_config) -> None:
@@ -98,17 +93,24 @@ def use_records(data_config, path: str) -> None:
 
 def main(argv):
   del argv
-  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-  if _EXPORT.value:
-    export_records(config.data, _RECORDS.value)
+  from moog import main as moog_main  # pylint: disable=g-import-not-at-top
+  config, workdir, records = flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.records
+  if flags.FLAGS.export:
+    export_records(config.data, records)
     return
   if not workdir:
     raise app.UsageError("--workdir is required to train.")
-  use_records(config.data, _RECORDS.value)
+  use_records(config.data, records)
   logging.info("Finished: %s", train.train_and_evaluate(config, workdir,
                                                          moog_main.make_task(config)))
 
 
 if __name__ == "__main__":
+  # Flags are defined only when this runs as a script: tests import the functions above
+  # next to modules that define --config themselves (moog.visualize).
+  import moog.main  # pylint: disable=g-import-not-at-top,unused-import  # --config, --workdir.
+  flags.DEFINE_string("records", None, "The exported records file (.npz).")
+  flags.DEFINE_bool("export", False, "Write --records from the config's dataset and exit "
+                    "(needs TFDS with TensorFlow).")
   flags.mark_flags_as_required(["config", "records"])
   app.run(main)

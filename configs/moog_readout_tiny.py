@@ -54,7 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.readout.width = 64
   config.readout.num_layers = 1
   config.readout.num_heads = 4
-  config.readout.qkv_size = 64
+  # Heads of 64 channels, the MOVi head's head size: heads of 16 cap the QK-normed logits
+  # at +-4 and select a track's token much later (docs/readout_results.md).
+  config.readout.qkv_size = 256
   config.readout.mlp_dim = 128
   config.readout.num_fourier_bases = 8
   config.readout.depth_subsample_train = 4

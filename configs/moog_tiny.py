@@ -8,15 +8,16 @@ down: 32x32 frames, 8-frame windows, batch 8, 64 tokens x 64, one-layer predicto
 corrector, two-layer decoder (282,851 parameters).
 
 Measured (2-core x86_64 CPU, see docs/results.md for commands):
-- speed: 8.9 train steps/s on an idle machine (8.2 GFLOP per step, 17 % of the measured
+- speed: 8.9 train steps/s on an idle machine (8.1 GFLOP per step, 17 % of the measured
   matmul peak; the time loop fully unrolled, compiled in ~11 s), so the 2,000 steps
   take about 4 minutes plus data preparation (~1.5 minutes on first use);
 - validation next-frame PSNR (frames 1..7): 16.5 dB at step 500, 16.6 dB at step 2,000;
   repeating the previous frame scores 23.4 dB. The tiny model sits at the "mean colour of
   the video" solution for about 4,000 steps, then its tokens bind to content: with
   `--config.num_train_steps=24000` it reaches 18.5 dB at step 6,000, 19.3 dB at 12,000
-  and 19.9 dB at 24,000, still below the repeat baseline (docs/results.md has the curve
-  and what was tried).
+  and 19.9 dB at 24,000, still below the repeat baseline; twice the schedule
+  (`--config.num_train_steps=48000`, on an H100) is at 20.3 dB at step 32,000
+  (docs/results.md has the curves and what was tried).
 """
 
 import ml_collections
