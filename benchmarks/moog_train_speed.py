@@ -4,9 +4,9 @@ Measures, in one run on the same machine:
 1. the dense matmul peak (FLOP/s of a jitted square `a @ b`, `--peak_size`, in the
    config's `model.compute_dtype` at the backend's default precision, which is what the
    model's matmuls use: TF32 for float32 on NVIDIA GPUs);
-2. for the config: XLA's FLOPs of one training step (`videolib.train.xla_flops`: cost
-   analysis of the lowered step, the same on every backend, with the time loop
-   unrolled, since XLA counts a loop body once; forward + backward +
+2. for the config: XLA's FLOPs of one training step (`videolib.train.xla_flops`: the
+   step lowered for the CPU, so the count does not depend on the machine, with the time
+   loop unrolled, since XLA counts a loop body once; forward + backward +
    remat recompute + optimizer) and the median wall time of the step as configured and
    fully unrolled, on synthetic input of the config's shapes; utilisation =
    (FLOPs / time) / peak; the seconds XLA takes to compile each variant and its

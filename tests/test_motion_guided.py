@@ -11,7 +11,6 @@ from configs import moog_motion_tiny
 from moog import grid_baselines
 from moog import model as moog_model
 from moog import motion_guided
-from moog import task as moog_task
 from videolib import train
 
 jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})

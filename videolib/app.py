@@ -9,7 +9,6 @@ Flags: `--config` (an ml_collections config file, locked: every field can be ove
 import json
 from typing import Callable
 
-import jax
 import ml_collections
 from absl import app
 from absl import flags

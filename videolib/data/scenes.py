@@ -417,7 +417,7 @@ def instance_annotations(scene: Scene, config: SceneConfig,
     visible), image_positions [K, T, 2] float32 normalised (x, y) of the object
     centre (as MOVi: x first), visibility [K, T] uint16 pixel counts.
   """
-  h, w, n = config.height, config.width, config.num_frames
+  h, w = config.height, config.width
   num_objects = len(scene.depth)
   ids = np.arange(1, num_objects + 1)[:, None, None, None]
   masks = segmentations[None, ..., 0] == ids  # [K, T, H, W]
