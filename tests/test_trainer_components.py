@@ -16,6 +16,7 @@ import moog.model  # noqa: F401  Registers MooG's execution-only config fields.
 from videolib import checkpoint
 from videolib import optim
 from videolib import sharding
+from videolib import train
 from videolib import writers
 
 
@@ -258,3 +259,23 @@ def test_config_differences_of_one_field_ignore_the_rest_of_its_section():
   # A prefix is a path, not a string prefix: 'readout.w' is not 'readout.width'.
   assert checkpoint.config_differences(saved, current, "readout.w") == []
   assert checkpoint.config_differences(saved, current, "model") == ["model.num_tokens: 64 -> 8"]
+
+
+def test_xla_flops_counts_a_matmul_exactly_on_sharded_and_abstract_arguments():
+  mesh = jax.make_mesh((8,), ("data",))
+  a = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, P("data")))
+  b = jax.ShapeDtypeStruct((32, 16), jnp.float32)
+  assert train.xla_flops(jnp.matmul, a, b) == 2 * 64 * 32 * 16
+
+
+def test_xla_flops_counts_a_loop_body_once_so_time_loops_are_counted_unrolled():
+  def four_matmuls(x, w, unroll):
+    return jax.lax.scan(lambda carry, _: (carry @ w, None), x, None, length=4,
+                        unroll=unroll)[0]
+
+  x, w = jnp.ones((8, 16)), jnp.ones((16, 16))
+  one_matmul = 2 * 8 * 16 * 16
+  rolled = train.xla_flops(lambda x, w: four_matmuls(x, w, 1), x, w)
+  unrolled = train.xla_flops(lambda x, w: four_matmuls(x, w, True), x, w)
+  assert rolled == pytest.approx(one_matmul, abs=2)  # + the loop counter's add and compare.
+  assert unrolled == 4 * one_matmul
