@@ -22,6 +22,7 @@ _RESOLUTION = flags.DEFINE_integer("resolution", 32, "Output resolution.")
 _FEATURES = flags.DEFINE_list("features", ["video"], "Batch features.")
 _CROP = flags.DEFINE_bool("random_crop", False, "Random crops.")
 _THREADS = flags.DEFINE_integer("num_threads", 2, "grain reader threads.")
+_WORKERS = flags.DEFINE_integer("worker_count", 0, "grain worker processes (0 = none).")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed batches.")
 _BATCHES = flags.DEFINE_integer("batches", 200, "Timed batches.")
 
@@ -31,7 +32,8 @@ def main(argv):
   config = pipeline.default_data_config()
   config.update(name=_NAME.value, data_dir=_DATA_DIR.value, num_frames=_FRAMES.value,
                 resolution=_RESOLUTION.value, features=tuple(_FEATURES.value),
-                random_crop=_CROP.value, num_threads=_THREADS.value)
+                random_crop=_CROP.value, num_threads=_THREADS.value,
+                worker_count=_WORKERS.value)
   iterator = pipeline.make_train_iterator(config, global_batch_size=_BATCH.value, seed=0,
                                           process_index=0, process_count=1)
   for _ in range(_WARMUP.value):
@@ -42,7 +44,8 @@ def main(argv):
   seconds = time.perf_counter() - start
   print(f"{config.name} batch={_BATCH.value} T={_FRAMES.value} res={_RESOLUTION.value} "
         f"features={config.features} random_crop={_CROP.value} "
-        f"threads={_THREADS.value}: {_BATCHES.value / seconds:.1f} batches/s "
+        f"threads={_THREADS.value} workers={_WORKERS.value}: "
+        f"{_BATCHES.value / seconds:.1f} batches/s "
         f"({_BATCHES.value * _BATCH.value / seconds:.0f} examples/s)")
 
 
