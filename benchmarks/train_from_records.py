@@ -40,16 +40,16 @@ def export_records(data_config, path: str) -> None:
   arrays = {"name": np.array(data_config.name)}
   for role, split in (("train", data_config.train_split), ("eval", data_config.eval_split)):
     source, _ = pipeline._open_source(data_config, split)  # pylint: disable=protected-access
-    frames = [source[i]["video"] for i in range(len(source))]
-    lengths = np.array([len(f) for f in frames])
-    if len(set(lengths)) != 1:
-      raise ValueError(f"{split}: videos have {sorted(set(lengths))} frames; records files "
+    videos = [source[i]["video"] for i in range(len(source))]  # Lists of PNG bytes.
+    lengths = {len(video) for video in videos}
+    if len(lengths) != 1:
+      raise ValueError(f"{split}: videos have {sorted(lengths)} frames; records files "
                        "hold fixed-length videos.")
-    flat = [frame for video in frames for frame in video]
+    frames = [frame for video in videos for frame in video]
     arrays[f"{role}_split"] = np.array(split)
-    arrays[f"{role}_bytes"] = np.frombuffer(b"".join(flat), np.uint8)
-    arrays[f"{role}_offsets"] = np.cumsum([0] + [len(f) for f in flat])
-    arrays[f"{role}_shape"] = np.array([len(frames), lengths[0]])
+    arrays[f"{role}_bytes"] = np.frombuffer(b"".join(frames), np.uint8)
+    arrays[f"{role}_offsets"] = np.cumsum([0] + [len(frame) for frame in frames])
+    arrays[f"{role}_shape"] = np.array([len(videos), lengths.pop()])
   np.savez(path, **arrays)
   logging.info("Wrote %s (%.1f MB).", path, os.path.getsize(path) / 1e6)
 
