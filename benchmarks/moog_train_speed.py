@@ -4,7 +4,7 @@ Measures, in one run on the same machine:
 1. the dense matmul peak (FLOP/s of a jitted square `a @ b`, `--peak_size`, in the
    config's `model.compute_dtype` at the backend's default precision, which is what the
    model's matmuls use: TF32 for float32 on NVIDIA GPUs);
-2. for the config: XLA's FLOPs of one training step (`videolib.train.xla_flops`: the
+2. for the config: XLA's FLOPs of one training step (`videolib.cost.xla_flops`: the
    step lowered for the CPU, so the count does not depend on the machine, with the time
    loop unrolled, since XLA counts a loop body once; forward + backward +
    remat recompute + optimizer) and the median wall time of the step as configured and
@@ -46,6 +46,7 @@ from ml_collections import config_flags
 
 from moog import modules
 from moog import task as moog_task
+from videolib import cost
 from videolib import train
 from videolib.data import pipeline
 
@@ -82,7 +83,7 @@ def _compiled_train_step(task, config):
   compiled = jax.jit(step, donate_argnums=(0,)).lower(abstract_state, spec).compile()
   seconds = time.perf_counter() - start
   return (compiled, init_state, abstract_state, spec, seconds,
-          train.xla_flops(step, abstract_state, spec))
+          cost.xla_flops(step, abstract_state, spec))
 
 
 def _temp_gib(compiled) -> float:
@@ -140,7 +141,7 @@ def _timed(fn, args, steps: int) -> tuple[float, float]:
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - start)
-  return train.xla_flops(fn, *args), statistics.median(times)
+  return cost.xla_flops(fn, *args), statistics.median(times)
 
 
 def part_breakdown(config, steps: int, peak: float) -> dict:

@@ -10,7 +10,7 @@ Two counts:
     embedding N * (s * P * P * C) * d and the head d * classes. This reproduces the
     180.3 GFLOPs of VideoMAE ViT-B at 16 x 224^2 and the mgtc.md section 6 table.
   * `xla_gmacs`: XLA's count of the lowered program (shapes only, no data; the same on
-    every backend, see `videolib.train.xla_flops`). It also
+    every backend, see `videolib.cost.xla_flops`). It also
     counts softmax, LayerNorm, GELU, biases and residual adds, which fvcore ignores,
     so it is a little above the analytic count (see the tests for the measured gap).
 
@@ -27,7 +27,7 @@ import ml_collections
 from mgtc import masking
 from mgtc import selection
 from mgtc import vit
-from videolib import train
+from videolib import cost
 
 
 def analytic_gmacs(
@@ -110,7 +110,7 @@ def gflops_per_view(
 
 def xla_gmacs(fn: Callable[..., Any], *args: Any) -> float:
   """XLA's multiply-add count in G of `fn(*args)`; args may be ShapeDtypeStructs."""
-  return train.xla_flops(fn, *args) / 2 / 1e9
+  return cost.xla_flops(fn, *args) / 2 / 1e9
 
 
 def xla_gflops_per_view(

@@ -11,7 +11,7 @@ from configs import moog_motion_tiny
 from moog import grid_baselines
 from moog import model as moog_model
 from moog import motion_guided
-from videolib import train
+from videolib import cost
 
 jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 STRIDE = 4  # tiny_model_config: strides (2, 2); 16 x 16 frames -> 4 x 4 = 16 tokens.
@@ -195,7 +195,7 @@ def test_analytic_count_tracks_xla_for_the_corrector_alone():
   def xla_gmacs(num_keys):
     keys = jnp.zeros((1, num_keys, 32))
     params = corrector.init(jax.random.PRNGKey(0), queries, keys)
-    return train.xla_flops(corrector.apply, params, queries, keys) / 2 / 1e9
+    return cost.xla_flops(corrector.apply, params, queries, keys) / 2 / 1e9
 
   analytic = lambda m: motion_guided.corrector_gmacs(
       num_state_tokens=8, state_dim=32, num_encoder_tokens=m, encoder_dim=32, num_layers=1,

@@ -14,9 +14,9 @@ from jax.sharding import PartitionSpec as P
 
 import moog.model  # noqa: F401  Registers MooG's execution-only config fields.
 from videolib import checkpoint
+from videolib import cost
 from videolib import optim
 from videolib import sharding
-from videolib import train
 from videolib import writers
 
 
@@ -265,7 +265,7 @@ def test_xla_flops_counts_a_matmul_exactly_on_sharded_and_abstract_arguments():
   mesh = jax.make_mesh((8,), ("data",))
   a = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, P("data")))
   b = jax.ShapeDtypeStruct((32, 16), jnp.float32)
-  assert train.xla_flops(jnp.matmul, a, b) == 2 * 64 * 32 * 16
+  assert cost.xla_flops(jnp.matmul, a, b) == 2 * 64 * 32 * 16
 
 
 def test_xla_flops_counts_a_loop_body_once_so_time_loops_are_counted_unrolled():
@@ -275,7 +275,7 @@ def test_xla_flops_counts_a_loop_body_once_so_time_loops_are_counted_unrolled():
 
   x, w = jnp.ones((8, 16)), jnp.ones((16, 16))
   one_matmul = 2 * 8 * 16 * 16
-  rolled = train.xla_flops(lambda x, w: four_matmuls(x, w, 1), x, w)
-  unrolled = train.xla_flops(lambda x, w: four_matmuls(x, w, True), x, w)
+  rolled = cost.xla_flops(lambda x, w: four_matmuls(x, w, 1), x, w)
+  unrolled = cost.xla_flops(lambda x, w: four_matmuls(x, w, True), x, w)
   assert rolled == pytest.approx(one_matmul, abs=2)  # + the loop counter's add and compare.
   assert unrolled == 4 * one_matmul

@@ -51,6 +51,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from videolib import checkpoint
+from videolib import cost
 from videolib import optim
 from videolib import sharding
 from videolib import writers
@@ -308,23 +309,6 @@ def count_params_per_part(params: PyTree) -> dict[str, int]:
   return counts
 
 
-def xla_flops(fn: Callable[..., Any], *args: Any) -> float:
-  """XLA's FLOP count (2 per multiply-add) of `fn(*args)`; args may be ShapeDtypeStructs.
-
-  Counted on the module lowered for the CPU and not yet optimised, so the number does
-  not depend on the machine. The compiled module's count does: for a GPU, XLA hands
-  matmuls and convolutions to cuBLAS / cuDNN custom calls that its cost analysis does
-  not count (on an H100 it saw 2.5 of the 14 TFLOP of the paper config's batch-8 step),
-  and jax has no cost analysis of a module lowered for a GPU. Either way a loop body
-  counts once: count loops over time on an unrolled copy.
-  """
-  on_cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-  args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
-  cost = jax.jit(fn, in_shardings=on_cpu).lower(*args).cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
-
-
 def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   """Parameter counts per part and XLA FLOPs of one train step, from shapes alone."""
   validate_common_config(config)
@@ -336,7 +320,7 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   train_step = make_train_step(counting_task, tx, schedule, config)
   return dict(
       params=count_params_per_part(abstract_state["params"]),
-      train_step_flops=xla_flops(train_step, abstract_state, spec),
+      train_step_flops=cost.xla_flops(train_step, abstract_state, spec),
       batch_size=config.batch_size,
   )
 
