@@ -1,25 +1,14 @@
 """benchmarks/train_from_records.py: exported records feed the pipeline the same batches."""
-import importlib.util
 import itertools
-import pathlib
 
 import numpy as np
 import pytest
 
+import benchmark_scripts
 import tiny_configs
 from videolib.data import pipeline
 
-
-def _load_script():
-  """The script by its path: `benchmarks/` is not an installed package."""
-  path = pathlib.Path(__file__).parents[1] / "benchmarks" / "train_from_records.py"
-  spec = importlib.util.spec_from_file_location("train_from_records", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-train_from_records = _load_script()
+train_from_records = benchmark_scripts.load("train_from_records")
 
 
 @pytest.fixture
