@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
     "tensorflow-cpu==2.21.0",
     "tensorflow-datasets==4.9.10",
+    # Single-threaded numpy BLAS in the input pipeline (videolib/data/pipeline.py).
+    "threadpoolctl==3.6.0",
     "tqdm==4.70.1",
 ]
 

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import threadpoolctl
 
 from videolib.data import movi
 from videolib.data import pipeline
@@ -224,3 +225,28 @@ def test_malformed_records_are_named(data_dir):
   with pytest.raises(ValueError, match=r"video frames decode to shape \(32, 32, 3\) .* "
                      r"expected \(16, 16, 3\)"):
     pipeline.preprocess(record, config, small, rng=None)
+
+
+def test_iterators_make_numpys_blas_single_threaded(data_dir):
+  """The crop-resize matmuls run in parallel reader threads and workers: a threaded BLAS
+  inside each would oversubscribe the cores (docs/data.md)."""
+  config = _config(data_dir, features=("video",), random_crop=True)
+  blas_threads = lambda: {info["num_threads"] for info in threadpoolctl.threadpool_info()
+                          if info["user_api"] == "blas"}
+  with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+    assert blas_threads() == {2}
+    next(pipeline.make_train_iterator(config, global_batch_size=4, seed=0,
+                                      process_index=0, process_count=1))
+    assert blas_threads() == {1}
+
+
+def test_worker_processes_give_the_in_process_batches(data_dir):
+  make = lambda workers: pipeline.make_train_iterator(
+      _config(data_dir, features=("video", "tracks"), random_crop=True,
+              worker_count=workers), global_batch_size=4, seed=5,
+      process_index=0, process_count=1)
+  in_process, with_worker = make(0), make(1)
+  for _ in range(2):
+    want, got = next(in_process), next(with_worker)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
