@@ -16,7 +16,11 @@ Measures, in one run on the same machine:
 4. with `--breakdown`, which parts hold the step back: forward + backward of each MooG
    part alone (encoder, predictor, corrector, pixel decoder, with the T time steps folded
    into the batch so there is no scan), its XLA FLOPs, time and fraction of the peak.
-   What the parts do not account for is the scan, remat recompute and optimizer update.
+   What the parts do not account for is the scan, remat recompute and optimizer update;
+5. with `--op_profile`, where the configured step's time goes by XLA operation: a
+   `jax.profiler` trace of the timed steps, summed per kind of fused op (the op name
+   without its numeric suffix): how many ops a step executes and their time per step.
+   The op times add up to more than the step when ops run in parallel threads.
 
   python benchmarks/moog_train_speed.py --config=configs/moog_tiny.py
   python benchmarks/moog_train_speed.py --config=configs/moog_movi.py \
@@ -31,8 +35,13 @@ use over the whole run (`device_peak_memory_gib`).
 Prints one JSON object; `docs/results.md` quotes it with the machine it ran on.
 """
 
+import collections
+import glob
+import gzip
 import json
 import os
+import re
+import tempfile
 import platform
 import statistics
 import time
@@ -57,6 +66,8 @@ _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 50,
                                          "Batches timed for the pipeline (0 = skip).")
 _PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Side of the square matmul timed for the "
                                   "peak; 8192 fills a GPU.")
+_OP_PROFILE = flags.DEFINE_bool("op_profile", False, "Also trace the timed steps and sum the "
+                                "time per kind of XLA op.")
 
 
 def matmul_peak_flops(size: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
@@ -106,6 +117,38 @@ def _median_step_seconds(compiled, init_state, spec, steps: int) -> float:
   return statistics.median(times)
 
 
+# Trace events of the runtime and of Python, not XLA ops.
+_NOT_OPS = ("ThunkExecutor", "$", "PjitFunction", "SlinkyThreadPool", "CommonPjRt",
+            "ParseArguments")
+
+
+def op_profile(compiled, init_state, spec, steps: int, top: int = 12) -> dict:
+  """XLA op count and time per step, in total and for the `top` kinds of op."""
+  state = jax.jit(init_state)(jax.random.key(0))
+  batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(steps):
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+    with gzip.open(path) as trace_file:
+      events = json.load(trace_file)["traceEvents"]
+  seconds, counts = collections.Counter(), collections.Counter()
+  for event in events:
+    if event.get("ph") == "X" and not event["name"].startswith(_NOT_OPS):
+      kind = re.sub(r"[.\d]+$", "", event["name"])
+      seconds[kind] += event.get("dur", 0) / 1e6 / steps
+      counts[kind] += 1 / steps
+  return dict(
+      ops_per_step=round(sum(counts.values())),
+      op_seconds_per_step=sum(seconds.values()),
+      top_ops={kind: dict(ops_per_step=round(counts[kind]), seconds_per_step=time_)
+               for kind, time_ in seconds.most_common(top)})
+
+
 def train_step_speed(config, steps: int) -> dict:
   """FLOPs and median time of one training step, as configured and fully unrolled.
 
@@ -120,7 +163,7 @@ def train_step_speed(config, steps: int) -> dict:
       _compiled_train_step(task, config))
   unrolled, _, _, _, unrolled_compile_seconds, flops = _compiled_train_step(
       task.for_cost_analysis(config), config)
-  return dict(
+  result = dict(
       train_step_flops=flops,
       configured_step_flops_as_counted_by_xla=configured_flops,
       train_step_seconds=_median_step_seconds(compiled, init_state, spec, steps),
@@ -130,6 +173,9 @@ def train_step_speed(config, steps: int) -> dict:
       temp_memory_gib=_temp_gib(compiled),
       unrolled_temp_memory_gib=_temp_gib(unrolled),
       params=train.count_params_per_part(abstract_state["params"])["total"])
+  if _OP_PROFILE.value:
+    result["op_profile"] = op_profile(compiled, init_state, spec, steps)
+  return result
 
 
 def _timed(fn, args, steps: int) -> tuple[float, float]:
