@@ -40,10 +40,10 @@ import glob
 import gzip
 import json
 import os
-import re
-import tempfile
 import platform
+import re
 import statistics
+import tempfile
 import time
 
 from absl import app
@@ -145,8 +145,8 @@ def op_profile(compiled, init_state, spec, steps: int, top: int = 12) -> dict:
   return dict(
       ops_per_step=round(sum(counts.values())),
       op_seconds_per_step=sum(seconds.values()),
-      top_ops={kind: dict(ops_per_step=round(counts[kind]), seconds_per_step=time_)
-               for kind, time_ in seconds.most_common(top)})
+      top_ops={kind: dict(ops_per_step=round(counts[kind]), seconds_per_step=spent)
+               for kind, spent in seconds.most_common(top)})
 
 
 def train_step_speed(config, steps: int) -> dict:

@@ -39,6 +39,7 @@ from moog import model as moog_model
 from moog import modules
 from videolib.data import pipeline
 
+
 def validation_videos(config) -> np.ndarray:
   """The first `data.num_eval_examples` validation clips, float [V, T, H, W, 3] in [0, 1]."""
   count = config.data.num_eval_examples

@@ -523,20 +523,20 @@ def _hosts(process_index, process_count, global_batch_size) -> tuple[int, int, i
   return process_index, process_count, global_batch_size // process_count
 
 
-def single_threaded_blas(*unused_worker_info) -> None:
+def _single_threaded_blas(*unused_worker_info) -> None:
   """Makes numpy's BLAS (the crop-resize matmuls) single-threaded in this process.
 
   The pipeline parallelises over examples (grain reader threads, worker processes);
   a multi-threaded BLAS inside each small matmul only oversubscribes the cores: with
   random crops at 128², 2 worker processes read 41 examples/s with OpenBLAS's default
-  threads and 292 with one (docs/data.md). Process-wide; jax does not use numpy's BLAS.
+  threads and 299 with one (docs/data.md). Process-wide; jax does not use numpy's BLAS.
   Also the grain `worker_init_fn` (called with the worker index and count).
   """
   threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 def _to_iterator(dataset: grain.MapDataset, data_config, num_batches=None) -> DataIterator:
-  single_threaded_blas()
+  _single_threaded_blas()
   iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(
       num_threads=data_config.num_threads,
       prefetch_buffer_size=data_config.prefetch_batches))
@@ -547,7 +547,7 @@ def _to_iterator(dataset: grain.MapDataset, data_config, num_batches=None) -> Da
       flags.FLAGS.mark_as_parsed()
     iter_dataset = iter_dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=data_config.worker_count),
-        worker_init_fn=single_threaded_blas)
+        worker_init_fn=_single_threaded_blas)
   return DataIterator(iter_dataset, num_batches)
 
 
