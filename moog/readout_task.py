@@ -78,6 +78,7 @@ checkpoint.register_added_config_fields({
     **{f'motion_guided.{field}': value
        for field, value in motion_guided.default_config().items()},
 })
+checkpoint.register_execution_only_config_fields(('readout.depth_pixels_per_chunk',))
 
 
 def default_readout_config() -> ml_collections.ConfigDict:
@@ -98,6 +99,9 @@ def default_readout_config() -> ml_collections.ConfigDict:
       boxes_weight=1.0,
       box_iou_weight=1.0,
       depth_subsample_train=4,
+      # Full-resolution depth is decoded this many pixels at a time (0 = all at once):
+      # memory, not results (`readouts.DenseReadout`).
+      depth_pixels_per_chunk=1024,
       eval_slice_frames=0,
       eval_strided=True,
       eval_trivial_baselines=True,
@@ -253,7 +257,8 @@ class ReadoutTask:
     anchor = c.get('anchor_to_query', False)
     self.heads = {
         'points': readouts.PointReadout(width=c.width, anchor_to_query=anchor, **head_args),
-        'depth': readouts.DenseReadout(output_size=1, **head_args),
+        'depth': readouts.DenseReadout(
+            output_size=1, pixels_per_chunk=c.get('depth_pixels_per_chunk', 0), **head_args),
         'boxes': readouts.BoxReadout(width=c.width, anchor_to_query=anchor, **head_args),
     }
     self.tasks = tuple(c.tasks)

@@ -409,8 +409,10 @@ class DenseReadout(nn.Module):
   in the MOVi config; cross-attention-only blocks; linear head) reading the chosen state
   sequence frame by frame. Each pixel attends to its frame's features only, so decoding
   a pixel subset (training lattice) or the full ground-truth resolution (evaluation)
-  gives the same value per pixel. Memory grows with T·h·w·tokens: decode large frames
-  in temporal slices (`moog/sliced_eval.py`).
+  gives the same value per pixel. Attention memory grows with T·h·w·tokens: a frame
+  grid larger than `pixels_per_chunk` is decoded chunk after chunk (a scan over pixel
+  chunks; the paper head at 128² holds 1 GiB of attention logits per frame and layer
+  otherwise), and long clips are decoded in temporal slices (`moog/sliced_eval.py`).
 
   Attributes:
     output_size: channels per pixel (1 for depth).
@@ -418,6 +420,8 @@ class DenseReadout(nn.Module):
     num_fourier_bases: Fourier bases of the pixel coordinates (16).
     features: which MooG states to read: 'predicted', 'corrected' or 'concat'.
     finetune: if False, no gradient flows into the MooG features.
+    pixels_per_chunk: pixels of a shared `[h, w, 2]` grid decoded at once (0 = all);
+      per-frame coordinates (the training lattice) are decoded in one go.
   """
 
   output_size: int = 1
@@ -428,6 +432,7 @@ class DenseReadout(nn.Module):
   num_fourier_bases: int = 16
   features: FeatureChoice = 'concat'
   finetune: bool = False
+  pixels_per_chunk: int = 0
 
   @nn.compact
   def __call__(self, moog_outputs: Mapping[str, jax.Array], coords: jax.Array) -> jax.Array:
@@ -442,7 +447,7 @@ class DenseReadout(nn.Module):
       [*b, T, h, w, output_size] values (log depth for `depth_loss`).
     """
     features = _frozen_features(moog_outputs, self.features, self.finetune)
-    return modules.PixelDecoder(
+    decoder = modules.PixelDecoder(
         num_layers=self.num_layers,
         num_heads=self.num_heads,
         qkv_size=self.qkv_size,
@@ -450,8 +455,33 @@ class DenseReadout(nn.Module):
         num_fourier_bases=self.num_fourier_bases,
         out_channels=self.output_size,
         name='decoder',
-    )(features, coords)
+    )
+    shared_grid = coords.ndim == 3
+    if not shared_grid or not 0 < self.pixels_per_chunk < coords.shape[0] * coords.shape[1]:
+      return decoder(features, coords)
+    return _decode_in_chunks(decoder, features, coords, self.pixels_per_chunk)
 
+
+def _decode_in_chunks(decoder: nn.Module, features: jax.Array, coords: jax.Array,
+                      chunk: int) -> jax.Array:
+  """`decoder(features, coords)` for a shared [h, w, 2] grid, `chunk` pixels at a time.
+
+  Every pixel is decoded independently (cross-attention only), so the chunks give the
+  values of one pass; the grid is padded to whole chunks and cropped back.
+  """
+  height, width = coords.shape[:2]
+  num_chunks = -(-height * width // chunk)
+  flat = jnp.pad(coords.reshape(-1, 2), ((0, num_chunks * chunk - height * width), (0, 0)))
+  chunks = einops.rearrange(flat, '(c p) two -> c p 1 two', p=chunk)  # chunk x 1 images.
+
+  def decode_chunk(module, carry, tokens, chunk_coords):
+    return carry, module(tokens, chunk_coords)
+
+  scan = nn.scan(decode_chunk, variable_broadcast='params', split_rngs={'params': False},
+                 in_axes=(nn.broadcast, 0), out_axes=0)
+  _, values = scan(decoder, None, features, chunks)  # [c, *b, T, p, 1, C]
+  values = einops.rearrange(values, 'c ... p 1 ch -> ... (c p) ch')[..., :height * width, :]
+  return einops.rearrange(values, '... (h w) ch -> ... h w ch', h=height, w=width)
 
 
 def log_depth_to_depth(log_depth: jax.Array) -> jax.Array:

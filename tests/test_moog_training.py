@@ -100,6 +100,14 @@ def test_config_errors_name_the_field_before_compiling(data_dir, tmp_path, field
     train.train_and_evaluate(config, str(tmp_path), moog_task.MooGTask(config))
 
 
+def test_zero_summary_videos_evaluates_and_draws_nothing(data_dir, tmp_path):
+  config = _tiny_config(data_dir, num_train_steps=2, eval_every_steps=2,
+                        checkpoint_every_steps=2, num_summary_videos=0)
+  result = train.train_and_evaluate(config, str(tmp_path), moog_task.MooGTask(config))
+  assert np.isfinite(result["eval_psnr"])
+  assert not list(tmp_path.glob("summaries/*"))
+
+
 def test_unknown_config_field_on_the_command_line_is_an_error_naming_it():
   result = subprocess.run(
       [sys.executable, "-m", "moog.main", "--config=configs/moog_tiny.py",

@@ -8,6 +8,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from configs import moog_movi
+from configs import moog_readout_movi
 from configs import moog_readout_tiny
 from configs import moog_tiny
 from moog import grid_baselines
@@ -188,3 +190,49 @@ def test_trivial_baselines_on_hand_made_inputs():
   depth = np.arange(2 * 2 * 2 * 2, dtype=np.float32).reshape(1, 2, 2, 2, 2)[..., :1] + 1.0
   # Frame 0 holds 1, 3, 5, 7: median 4, everywhere.
   np.testing.assert_array_equal(readout_task.constant_depth_predictions(depth), 4.0)
+
+
+def _paper_readout_params(arg):
+  config = moog_readout_movi.get_config(arg)
+  spec = pipeline.batch_spec(config.data, 8, train=True)
+  task = readout_task.ReadoutTask(config)
+  return config, train.count_params_per_part(jax.eval_shape(task.init, jax.random.key(0), spec))
+
+
+def test_paper_readout_config_has_full_size_heads_on_the_paper_backbone():
+  config, params = _paper_readout_params('synthetic')
+  backbone = sum(params[part] for part in readout_task.BACKBONE_PARTS)
+  assert backbone == 34_726_787
+  # moog.md §11: a point head alone computes to about 11.3-11.4 M parameters.
+  assert 11.3e6 < params['point_readout'] < 11.4e6
+  assert params['depth_readout'] > 10e6 and params['box_readout'] > 10e6
+  assert config.readout.tasks == readout_task.HEADS
+  assert 'tracks' in config.data.features
+
+
+def test_paper_readout_config_on_movi_trains_no_point_head():
+  # MOVi records hold no point tracks (videolib/data/movi.py).
+  config, params = _paper_readout_params(None)
+  assert config.data.name == 'movi_e/128x128'
+  assert tuple(config.readout.tasks) == ('depth', 'boxes')
+  assert 'tracks' not in config.data.features
+  assert 'point_readout' not in params and params['box_readout'] > 10e6
+
+
+@pytest.mark.slow
+def test_paper_readout_config_runs_one_training_step_on_cpu(tmp_path):
+  """One step of the paper backbone, then one step of the full-size heads on it."""
+  shrink = {'data.name': 'synthetic_movi/128x128_8f_train8_val8',
+            'data.data_dir': str(tmp_path / 'tfds'), 'data.num_frames': 2,
+            'data.num_eval_examples': 8, 'batch_size': 8, 'eval_batch_size': 8,
+            'num_train_steps': 1, 'num_summary_videos': 0}
+  pretrain_dir, readout_dir = str(tmp_path / 'pretrain'), str(tmp_path / 'readout')
+  pretrain = moog_movi.get_config('synthetic,res=128')
+  pretrain.update_from_flattened_dict(shrink)
+  train.train_and_evaluate(pretrain, pretrain_dir, grid_baselines.BackbonePretrainTask(pretrain))
+  config = moog_readout_movi.get_config('synthetic,res=128')
+  config.update_from_flattened_dict({**shrink, 'init_from': pretrain_dir})
+  result = train.train_and_evaluate(config, readout_dir, readout_task.ReadoutTask(config))
+  for name in ('loss', 'eval_points_first/average_jaccard', 'eval_depth/abs_rel',
+               'eval_boxes/box_iou'):
+    assert np.isfinite(result[name]), name

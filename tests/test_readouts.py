@@ -95,6 +95,20 @@ def test_dense_readout_decodes_any_resolution_pixel_by_pixel():
   np.testing.assert_allclose(subset, full[:, :, rows][:, :, :, cols], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('pixels_per_chunk', [7, 16, 64])  # Padded, exact, whole grid.
+def test_dense_readout_in_pixel_chunks_equals_one_pass(pixels_per_chunk):
+  outputs = _moog_outputs((2,))
+  whole = readouts.DenseReadout(features='predicted', **TINY)
+  chunked = readouts.DenseReadout(features='predicted', pixels_per_chunk=pixels_per_chunk,
+                                  **TINY)
+  grid = modules.grid_coordinates(8, 6)
+  params = jit(whole.init)(jax.random.PRNGKey(0), outputs, grid)
+  assert (jax.tree.structure(jit(chunked.init)(jax.random.PRNGKey(0), outputs, grid))
+          == jax.tree.structure(params))
+  np.testing.assert_allclose(jit(chunked.apply)(params, outputs, grid),
+                             jit(whole.apply)(params, outputs, grid), rtol=1e-5, atol=1e-6)
+
+
 def _point_targets(batch_size=2, num_tracks=3):
   rng = np.random.default_rng(0)
   target_points = rng.uniform(0, 64, (batch_size, num_tracks, NUM_FRAMES, 2)).astype(np.float32)

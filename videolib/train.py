@@ -490,11 +490,12 @@ def train_and_evaluate(
         if step % config.eval_every_steps == 0 or step == config.num_train_steps:
           eval_metrics, first_batch = _evaluate(state["params"], config, mesh, eval_fn, task)
           writer.write_scalars(step, eval_metrics, split=config.data.eval_split)
-          videos = jax.device_get(
-              summaries_fn(state["params"], first_batch, jax.random.key(config.seed)))
-          if hasattr(task, "render_summaries"):
-            videos = task.render_summaries(videos)
-          writer.write_videos(step, videos)
+          if config.get("num_summary_videos", 4):  # 0: no video summaries.
+            videos = jax.device_get(
+                summaries_fn(state["params"], first_batch, jax.random.key(config.seed)))
+            if hasattr(task, "render_summaries"):
+              videos = task.render_summaries(videos)
+            writer.write_videos(step, videos)
           timer_step, timer_start = step, time.perf_counter()
 
         stop = preemption.should_stop(step)
