@@ -64,8 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.motion_guided = motion_guided.default_config()
 
   config.readout = readout_task.default_readout_config()
+  config.readout.depth_subsample_train = 8  # The official depth head's training lattice.
   if not synthetic:
     config.readout.tasks = ("depth", "boxes")
-
-  config.readout.depth_subsample_train = 8  # The official depth head's training lattice.
   return config
