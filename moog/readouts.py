@@ -412,7 +412,8 @@ class DenseReadout(nn.Module):
   gives the same value per pixel. Attention memory grows with T·h·w·tokens: a frame
   grid larger than `pixels_per_chunk` is decoded chunk after chunk (a scan over pixel
   chunks; in one pass the paper head at 128² holds 1 GiB of attention logits per layer
-  for each frame of each example), and long clips are decoded in temporal slices (`moog/sliced_eval.py`).
+  for each frame of each example), and long clips are decoded in temporal slices
+  (`moog/sliced_eval.py`).
 
   Attributes:
     output_size: channels per pixel (1 for depth).
