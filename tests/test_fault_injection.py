@@ -333,14 +333,18 @@ def test_random_kill_points_lose_no_steps_and_resume_bitwise(
   kill_steps = sorted(rng.sample(range(2, _LONG_STEPS - 2), _LONG_KILLS))
   outcomes = []
   for kill_index, kill_step in enumerate(kill_steps):
-    if (fi.last_train_step(workdir) or 0) >= _LONG_STEPS:
-      break  # A delayed kill came after the run had finished: nothing left to kill.
     before = fi.checkpoint_steps(workdir)
     records_before = fi.records(workdir)
     run = fi.Run(workdir, data_dir, *overrides)
     started = time.monotonic()
     if kill_index % 3 == 2:
-      time.sleep(rng.uniform(0.0, 15.0))
+      # At the latest when the run reaches the next kill's step, so that a fast machine
+      # does not finish the run inside the delay and leave the later kills nothing to kill.
+      next_step = (kill_steps + [_LONG_STEPS - 2])[kill_index + 1]
+      try:
+        run.wait_for_step(next_step, timeout=rng.uniform(0.0, 15.0))
+      except TimeoutError:
+        pass
       how = "delay"
     else:
       previous = fi.last_train_step(workdir) or 0
@@ -377,7 +381,7 @@ def test_random_kill_points_lose_no_steps_and_resume_bitwise(
   )
   print(json.dumps(dict(checkpoint_async=checkpoint_async, outcomes=outcomes,
                         summary=summary)))
-  assert summary["kills"] >= _LONG_KILLS - 6, summary
+  assert summary["kills"] == _LONG_KILLS and all(o["exit"] != 0 for o in outcomes), summary
   assert summary["segments_that_differ"] == 0
   assert final == expected
   if not checkpoint_async:
