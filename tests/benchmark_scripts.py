@@ -5,7 +5,8 @@ import types
 
 
 def load(name: str) -> types.ModuleType:
-  """`benchmarks/<name>.py` as a module (its flags are defined, `main` is not run)."""
+  """`benchmarks/<name>.py` as a module; its `main` does not run (nor, for scripts that
+  define their flags under `__main__`, its flag definitions)."""
   path = pathlib.Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
