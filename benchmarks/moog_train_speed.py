@@ -102,12 +102,18 @@ def _temp_gib(compiled) -> float:
   return compiled.memory_analysis().temp_size_in_bytes / 2**30
 
 
-def _median_step_seconds(compiled, init_state, spec, steps: int) -> float:
+def _warmed_up(compiled, init_state, spec):
+  """(state after one untimed step, the fixed random batch it ran on)."""
   state = jax.jit(init_state)(jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
+  return state, batch
+
+
+def _median_step_seconds(compiled, init_state, spec, steps: int) -> float:
+  state, batch = _warmed_up(compiled, init_state, spec)
   times = []
   for _ in range(steps):
     start = time.perf_counter()
@@ -124,10 +130,7 @@ _NOT_OPS = ("ThunkExecutor", "$", "PjitFunction", "SlinkyThreadPool", "CommonPjR
 
 def op_profile(compiled, init_state, spec, steps: int, top: int = 12) -> dict:
   """XLA op count and time per step, in total and for the `top` kinds of op."""
-  state = jax.jit(init_state)(jax.random.key(0))
-  batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
-  state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
+  state, batch = _warmed_up(compiled, init_state, spec)
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       for _ in range(steps):
@@ -149,7 +152,7 @@ def op_profile(compiled, init_state, spec, steps: int, top: int = 12) -> dict:
                for kind, spent in seconds.most_common(top)})
 
 
-def train_step_speed(config, steps: int) -> dict:
+def train_step_speed(config, steps: int, profile_ops: bool = False) -> dict:
   """FLOPs and median time of one training step, as configured and fully unrolled.
 
   XLA's cost analysis counts a while-loop body once, so the FLOPs of a rolled step
@@ -173,7 +176,7 @@ def train_step_speed(config, steps: int) -> dict:
       temp_memory_gib=_temp_gib(compiled),
       unrolled_temp_memory_gib=_temp_gib(unrolled),
       params=train.count_params_per_part(abstract_state["params"])["total"])
-  if _OP_PROFILE.value:
+  if profile_ops:
     result["op_profile"] = op_profile(compiled, init_state, spec, steps)
   return result
 
@@ -250,7 +253,7 @@ def main(argv):
       matmul_peak_gflops=peak / 1e9,
       matmul_peak_size=_PEAK_SIZE.value,
   )
-  result.update(train_step_speed(config, _STEPS.value))
+  result.update(train_step_speed(config, _STEPS.value, _OP_PROFILE.value))
   achieved = result["train_step_flops"] / result["train_step_seconds"]
   unrolled = result["train_step_flops"] / result["unrolled_train_step_seconds"]
   result.update(achieved_gflops=achieved / 1e9, fraction_of_matmul_peak=achieved / peak,
