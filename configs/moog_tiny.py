@@ -17,8 +17,9 @@ Measured (2-core x86_64 CPU, see docs/results.md for commands):
   `--config.num_train_steps=24000` it reaches 18.5 dB at step 6,000, 19.3 dB at 12,000
   and 19.9 dB at 24,000, still below the repeat baseline; twice the schedule
   (`--config.num_train_steps=48000`, on an H100) is at 20.3 dB at step 32,000
-  (docs/results.md has the curves and what was tried). Beating the baseline takes a
-  prediction sharper than the true next frame blurred by a 0.9-pixel Gaussian
+  (docs/results.md has the curves and what was tried). A model 27x larger
+  (`moog_wide.py`, on an H100) stays on the plateau longer, not shorter. Beating the
+  baseline takes a prediction sharper than the true next frame blurred by a 0.9-pixel Gaussian
   (`benchmarks/psnr_ceilings.py`); its 19.9 dB is what the true next frame drawn with
   one colour per 4x4-pixel encoder cell scores (19.8 dB).
 """

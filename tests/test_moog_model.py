@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import moog_wide
 from moog import model as moog_model
 
 HEIGHT = WIDTH = 16
@@ -130,6 +131,27 @@ def test_ego4d_variant_parameter_count():
   assert _count(params['encoder']) == 2_896_976
   assert _count(params['corrector']) == 8_562_688
   assert _count(params) == 35_193_811
+
+
+@pytest.mark.parametrize('arg, backbone, num_tokens', [
+    ('', 'moog', 64), ('grid', 'grid', 64), ('fine', 'moog', 256),
+    ('grid_rec,fine', 'grid_rec', 256)])
+def test_wide_config_parameter_counts_and_options(arg, backbone, num_tokens):
+  config = moog_wide.get_config(arg)
+  params = _param_shapes(config.model)
+  # Grid and Grid Rec. share MooG's tree, and no part depends on the token count.
+  assert {part: _count(tree) for part, tree in params.items()} == {
+      'encoder': 445_568, 'corrector': 2_102_528, 'predictor': 1_577_472,
+      'decoder': 3_483_779, 'state_norm': 256}
+  assert _count(params) == 7_609_603
+  assert config.get('backbone', 'moog') == backbone
+  assert config.model.num_tokens == num_tokens
+
+
+@pytest.mark.parametrize('arg', ['grid,grid_rec', 'wide'])
+def test_wide_config_refuses_unknown_arguments(arg):
+  with pytest.raises(ValueError, match='known: at most one of'):
+    moog_wide.get_config(arg)
 
 
 # ---------------------------------------------------------------------------------------

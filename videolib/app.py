@@ -16,6 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from videolib import distributed
+from videolib.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/moog_tiny.py[:arg].", lock_config=True
@@ -29,12 +30,6 @@ _MODE = flags.DEFINE_enum(
 )
 
 
-def _hide_accelerators_from_tensorflow():
-  """TF is only used for reading data; it must not grab GPU memory."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
-
-
 def run(make_task: Callable[[ml_collections.ConfigDict], object]) -> None:
   """Parses flags and runs the mode on the task that `make_task(config)` returns."""
 
@@ -44,7 +39,7 @@ def run(make_task: Callable[[ml_collections.ConfigDict], object]) -> None:
     from videolib import train  # pylint: disable=g-import-not-at-top
 
     distributed.maybe_initialize()
-    _hide_accelerators_from_tensorflow()
+    pipeline.hide_accelerators_from_tensorflow()
     config = _CONFIG.value
     task = make_task(config)
     if _MODE.value == "describe":

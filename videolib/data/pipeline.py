@@ -21,6 +21,8 @@ Datasets (`data_config.name`):
   * 'ucf101/ucf101_1' (also `_2`, `_3`, `_1_256`; `ucf101.py`): TFDS UCF101 prepared
     by the user as ArrayRecord under `data_dir`; variable-length videos, features
     'video' and 'label' only, short-side square crops (see `ucf101.py`).
+With `data_config.records` set, any of them is read from an exported records file
+instead (`records.py`: video only, no TensorFlow needed).
 
 Batches follow the contract in docs/design.md: per-host dicts of numpy arrays
 with keys depending on `data_config.features`, plus `_mask`.
@@ -38,6 +40,7 @@ from PIL import Image
 import threadpoolctl
 
 from videolib.data import movi
+from videolib.data import records
 from videolib.data import scenes
 from videolib.data import synthetic
 from videolib.data import ucf101
@@ -59,6 +62,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       # Directory holding the TFDS datasets (local or gs://); None = TFDS default
       # (~/tensorflow_datasets). Synthetic datasets are written there.
       data_dir=ml_collections.config_dict.placeholder(str),
+      # An exported records file (`records.py`; video only): when set, both splits are
+      # read from it instead of TFDS, so no TensorFlow is needed. None = TFDS.
+      records=ml_collections.config_dict.placeholder(str),
       train_split="train",
       eval_split="validation",
       num_frames=8,  # Window length T.
@@ -551,18 +557,50 @@ def _to_iterator(dataset: grain.MapDataset, data_config, num_batches=None) -> Da
   return DataIterator(iter_dataset, num_batches)
 
 
-def _open_source(data_config, split: str) -> tuple[_CheckedSource, _Stored]:
+def hide_accelerators_from_tensorflow() -> None:
+  """TF is only used for reading data; it must not grab GPU memory.
+
+  Without TensorFlow (accelerator images often ship jax alone) there is nothing to hide,
+  and data comes from a records file (`data_config.records`, `records.py`).
+  """
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  tf.config.set_visible_devices([], "GPU")
+
+
+def _open_source(data_config, split: str) -> tuple[grain.sources.RandomAccessDataSource,
+                                                  _Stored]:
   """Validates the config, opens the split and checks its first record."""
   stored = validate_config(data_config)
-  builder = _load_builder(data_config)
-  if split not in builder.info.splits:
-    raise ValueError(f"Split {split!r} not in {data_config.name} (has "
-                     f"{sorted(builder.info.splits)}).")
-  source = _CheckedSource(builder, split, data_config.features, stored)
+  if data_config.records:
+    records.check_video_only(data_config)
+    where = f"config.data.records={data_config.records!r}"
+    sources = records.read(data_config.records, data_config.name)
+    if split not in sources:
+      raise ValueError(f"Split {split!r} not in {where} (has {sorted(sources)}).")
+    source = sources[split]
+  else:
+    where = data_config.name
+    builder = _load_builder(data_config)
+    if split not in builder.info.splits:
+      raise ValueError(f"Split {split!r} not in {where} (has {sorted(builder.info.splits)}).")
+    source = _CheckedSource(builder, split, data_config.features, stored)
   if len(source) == 0:
-    raise ValueError(f"Split {split!r} of {data_config.name} is empty.")
+    raise ValueError(f"Split {split!r} of {where} is empty.")
   source[0]  # pylint: disable=pointless-statement  # Fails early on a bad layout.
   return source, stored
+
+
+def export_records(data_config, path: str) -> None:
+  """Writes the checked records of the train and eval splits to `path` (`records.py`)."""
+  records.check_video_only(data_config)
+  splits = {}
+  for role, split in zip(records.ROLES, (data_config.train_split, data_config.eval_split)):
+    source, _ = _open_source(data_config, split)
+    splits[role] = (split, [source[i]["video"] for i in range(len(source))])
+  records.write(path, data_config.name, splits)
 
 
 def make_train_iterator(data_config, *, global_batch_size: int, seed: int,
