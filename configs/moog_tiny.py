@@ -18,8 +18,10 @@ Measured (2-core x86_64 CPU, see docs/results.md for commands):
   and 19.9 dB at 24,000, still below the repeat baseline; twice the schedule
   (`--config.num_train_steps=48000`, on an H100) is at 20.3 dB at step 32,000
   (docs/results.md has the curves and what was tried). A model 27x larger
-  (`moog_wide.py`, on an H100) stays on the plateau longer, not shorter. Beating the
-  baseline takes a prediction sharper than the true next frame blurred by a 0.9-pixel Gaussian
+  (`moog_wide.py`, on an H100) stays on the plateau longer, not shorter; batch 32
+  (`--config.batch_size=32 --config.num_train_steps=8000`, 4x the step time on a CPU)
+  leaves it by step 3,000 and is at 19.2 dB at step 4,000. Beating the baseline takes a
+  prediction sharper than the true next frame blurred by a 0.9-pixel Gaussian
   (`benchmarks/psnr_ceilings.py`); its 19.9 dB is what the true next frame drawn with
   one colour per 4x4-pixel encoder cell scores (19.8 dB).
 """
