@@ -15,7 +15,7 @@ decoder, encoder channels 64-128-256; batch 32, peak learning rate 5e-4 after 50
 steps, a 5,000-step cosine schedule; the rest as `moog_tiny.py`.
 
 Measured on one H100 (2026-11-22; docs/results.md, "On an accelerator", has the commands;
-three runs shared the GPU, 6-24 steps/s each; each run was cut after 8 minutes), next-frame
+three runs shared the GPU, 6-33 steps/s each; each run was cut after 8 minutes), next-frame
 PSNR on validation frames 1+ (repeat-previous-frame baseline 23.41 dB):
 - MooG: 16.70 / 16.72 / 16.66 / 16.76 dB at steps 1k-4k, on the "mean colour" plateau
   that the tiny MooG leaves after 4,000-6,000 steps. With the tiny recipe (batch 8, peak
@@ -55,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.predictor = dict(num_layers=2, num_heads=4, qkv_size=256, mlp_dim=1024)
   config.model.corrector = dict(num_layers=2, num_heads=4, qkv_size=256, mlp_dim=1024)
   config.model.decoder = dict(num_layers=4, num_heads=4, qkv_size=256, mlp_dim=1024)
-  for backbone in options & set(_BACKBONES):
-    config.backbone = backbone
+  backbone = options & set(_BACKBONES)
+  if backbone:
+    config.backbone = backbone.pop()
   return config

@@ -1,6 +1,6 @@
 r"""Writes a config's dataset as a records file, for training where TensorFlow is missing.
 
-  # where TFDS works (45 MB for the tiny configs' synthetic data):
+  # where TFDS works (47 MB for the tiny configs' synthetic data):
   python -m videolib.data.export_records --config=configs/moog_tiny.py --out=/tmp/syn32.npz
   # anywhere jax, grain and PIL import:
   python -m moog.main --config=configs/moog_tiny.py --workdir=DIR \
