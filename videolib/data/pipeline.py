@@ -577,10 +577,7 @@ def _open_source(data_config, split: str) -> tuple[grain.sources.RandomAccessDat
   if data_config.records:
     records.check_video_only(data_config)
     where = f"config.data.records={data_config.records!r}"
-    sources = records.read(data_config.records, data_config.name)
-    if split not in sources:
-      raise ValueError(f"Split {split!r} not in {where} (has {sorted(sources)}).")
-    source = sources[split]
+    source = records.read(data_config.records, data_config.name, split)
   else:
     where = data_config.name
     builder = _load_builder(data_config)

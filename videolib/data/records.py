@@ -16,6 +16,7 @@ bytes[offsets[v*T+f]:offsets[v*T+f+1]]), plus `name` (the dataset).
 """
 import os
 import zipfile
+import zlib
 from typing import Any, Mapping, Sequence
 
 import grain
@@ -69,37 +70,44 @@ class RecordSource(grain.sources.RandomAccessDataSource):
             "split": self._split, "index": index}
 
 
-def read(path: str, name: str) -> dict[str, RecordSource]:
-  """The splits of the records file at `path` ({split name: source}), checked against `name`."""
+def read(path: str, name: str, split: str) -> RecordSource:
+  """`split` of the records file at `path`, checked against the dataset `name`.
+
+  Only that split's arrays are loaded (an evaluation reopens its split every time).
+  """
   where = f"config.data.records={path!r}"
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"{where}: no such file. Write it where TFDS works with `python -m "
         "videolib.data.export_records --config=CONFIG --out=FILE`, or unset the field to "
         "read the dataset with TFDS.")
+  required = {"name", *(f"{role}_{key}" for role in ROLES
+                        for key in ("split", "shape", "bytes", "offsets"))}
   try:
     with np.load(path) as data:
-      arrays = dict(data)
-  except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+      missing = required - set(data.files)
+      if not missing:
+        stored_name = str(data["name"])
+        roles = {str(data[f"{role}_split"]): role for role in ROLES}
+        if stored_name == name and split in roles:
+          role = roles[split]
+          content, offsets = data[f"{role}_bytes"].tobytes(), data[f"{role}_offsets"]
+          num_videos, num_frames = (int(v) for v in data[f"{role}_shape"])
+  except (zipfile.BadZipFile, zlib.error, TypeError, ValueError, OSError,
+          EOFError) as error:  # TypeError: a plain .npy array is no context manager.
     raise ValueError(f"{where} is not a readable records file ({type(error).__name__}: "
                      f"{error}); export it again.") from error
-  missing = {"name", *(f"{role}_{key}" for role in ROLES
-                       for key in ("split", "shape", "bytes", "offsets"))} - set(arrays)
   if missing:
     raise ValueError(f"{where} lacks {sorted(missing)}: not a records file; export it again.")
-  if str(arrays["name"]) != name:
-    raise ValueError(f"{where} holds {str(arrays['name'])!r}, but config.data.name is "
-                     f"{name!r}: export the config's dataset.")
-  sources = {}
-  for role in ROLES:
-    split = str(arrays[f"{role}_split"])
-    content, offsets = arrays[f"{role}_bytes"].tobytes(), arrays[f"{role}_offsets"]
-    num_videos, num_frames = (int(v) for v in arrays[f"{role}_shape"])
-    if (len(offsets) != num_videos * num_frames + 1 or offsets[-1] != len(content)
-        or np.any(np.diff(offsets) <= 0)):
-      raise ValueError(f"{where}: the offsets of split {split!r} do not fit its "
-                       f"{num_videos} x {num_frames} frames in {len(content)} bytes; the "
-                       "file is corrupt: export it again.")
-    frames = [content[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    sources[split] = RecordSource(split, num_frames, frames)
-  return sources
+  if stored_name != name:
+    raise ValueError(f"{where} holds {stored_name!r}, but config.data.name is {name!r}: "
+                     "export the config's dataset.")
+  if split not in roles:
+    raise ValueError(f"Split {split!r} not in {where} (has {sorted(roles)}).")
+  if (len(offsets) != num_videos * num_frames + 1 or offsets[-1] != len(content)
+      or np.any(np.diff(offsets) <= 0)):
+    raise ValueError(f"{where}: the offsets of split {split!r} do not fit its "
+                     f"{num_videos} x {num_frames} frames in {len(content)} bytes; the "
+                     "file is corrupt: export it again.")
+  frames = [content[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+  return RecordSource(split, num_frames, frames)
