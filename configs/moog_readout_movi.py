@@ -17,10 +17,10 @@ official MOVi choice), anchored to their query (our decision, `docs/readout_resu
 Point budget 64 tracks per clip and 8-frame windows as in the official config;
 `max_instances=23`, every MOVi-E object.
 
-Tasks: on MOVi only depth and boxes. MOVi's TFDS records hold no point tracks; Kubric
-derives them by lifting `object_coordinates` to 3-D, which this project does not implement
-(`videolib/data/movi.py`), so `readout.tasks` drops 'points' there. On the synthetic data,
-which stores exact tracks, all three heads train.
+Tasks: all three heads, on MOVi as on the synthetic data. MOVi's records hold no point
+tracks; the pipeline lifts them to 3-D from the object coordinates, depth, segmentation,
+normals, 3-D boxes and cameras as TAP-Vid-Kubric does, with 64 queries on each clip's first
+frame (`videolib/data/movi_tracks.py`). The synthetic data stores exact tracks.
 
 The depth head trains on the official lattice (every 8th pixel per axis) and is scored at
 the ground-truth resolution. Schedule (open upstream, moog.md §14; our choice, not yet
@@ -46,7 +46,6 @@ from moog import readout_task
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = moog_movi.get_config(arg)
-  synthetic = config.data.name.startswith("synthetic_movi/")
   config.task = "readout"
   config.backbone = "moog"
   config.init_from = ""
@@ -57,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 100_000
   config.num_summary_videos = 0
 
-  config.data.features = ("video", "depth", "boxes") + (("tracks",) if synthetic else ())
+  config.data.features = ("video", "depth", "boxes", "tracks")
   config.data.num_tracks = 64
   config.data.max_instances = 23
 
@@ -65,6 +64,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.readout = readout_task.default_readout_config()
   config.readout.depth_subsample_train = 8  # The official depth head's training lattice.
-  if not synthetic:
-    config.readout.tasks = ("depth", "boxes")
   return config

@@ -18,6 +18,7 @@ from moog import readout_task
 from moog import readouts
 from videolib import checkpoint
 from videolib import train
+from videolib.data import movi_testing
 from videolib.data import pipeline
 from videolib.data import synthetic
 
@@ -121,6 +122,25 @@ def test_eval_reports_every_metric_and_eval_mode_writes_json(readout_run):
   assert 0.0 <= metrics['points_first/average_jaccard'] <= 1.0
 
 
+def test_readouts_train_on_movi_with_lifted_point_tracks(pretrained, tmp_path):
+  # MOVi-E's layout (the ray-traced stand-in): tracks come from the 3-D lift, boxes and
+  # depth from their layers, on the backbone pretrained on the synthetic data.
+  name = movi_testing.write(str(tmp_path / 'movi'), 32, num_train=8, num_validation=8)
+  config = _readout_config(tmp_path / 'movi', pretrained, num_train_steps=30,
+                           eval_every_steps=30, checkpoint_every_steps=30,
+                           **{'optimizer.peak_lr': 3e-3, 'readout.anchor_to_query': False,
+                              'data.name': name, 'data.max_instances': 3})
+  workdir = str(tmp_path / 'readout')
+  result = train.train_and_evaluate(config, workdir, readout_task.ReadoutTask(config))
+  records = _records(workdir, 'train')
+  for name in ('points/loss', 'depth/loss', 'boxes/loss'):
+    first = np.mean([r[name] for r in records[:3]])
+    last = np.mean([r[name] for r in records[-3:]])
+    assert last < 0.8 * first, (name, first, last)
+  for name in ('points_first/average_jaccard', 'depth/abs_rel', 'boxes/box_iou'):
+    assert np.isfinite(result[f'eval_{name}']), name
+
+
 def test_readout_checkpoint_is_refused_under_different_head_settings(readout_run):
   config, workdir, _ = readout_run
   changed = config.copy_and_resolve_references()
@@ -210,13 +230,13 @@ def test_paper_readout_config_has_full_size_heads_on_the_paper_backbone():
   assert 'tracks' in config.data.features
 
 
-def test_paper_readout_config_on_movi_trains_no_point_head():
-  # MOVi records hold no point tracks (videolib/data/movi.py).
+def test_paper_readout_config_on_movi_trains_all_three_heads():
+  # MOVi's point tracks are lifted from its layers (videolib/data/movi_tracks.py).
   config, params = _paper_readout_params(None)
   assert config.data.name == 'movi_e/128x128'
-  assert tuple(config.readout.tasks) == ('depth', 'boxes')
-  assert 'tracks' not in config.data.features
-  assert 'point_readout' not in params and params['box_readout'] > 10e6
+  assert config.readout.tasks == readout_task.HEADS
+  assert 'tracks' in config.data.features
+  assert 11.3e6 < params['point_readout'] < 11.4e6 and params['box_readout'] > 10e6
 
 
 @pytest.mark.slow

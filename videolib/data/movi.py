@@ -20,9 +20,8 @@ Decoding uses numpy only. TFDS decodes uint16 PNG frames (`depth`, `normal`,
 uint16 images are decoded with PIL here and the large layers the pipeline
 never uses (flow, normals, object coordinates) are not decoded at all.
 
-Point tracks for real MOVi need Kubric's 3-D lifting of object coordinates
-(`challenges/point_tracking/dataset.py`), which is not implemented; requesting
-`tracks` for MOVi raises an error in the pipeline.
+MOVi holds no point tracks: the pipeline lifts them from the object coordinates, depth,
+segmentation, normals, 3-D boxes and cameras as TAP-Vid-Kubric does (`movi_tracks.py`).
 """
 import io
 import re
@@ -36,8 +35,11 @@ from videolib.data import prepared
 MOVI_VARIANTS = ("movi_a", "movi_b", "movi_c", "movi_d", "movi_e", "movi_f")
 MOVI_VERSION = "1.0.0"
 _CONFIG_RE = re.compile(r"^\d+x\d+$")
-# Layers the pipeline never reads: left as undecoded bytes.
+# Layers the pipeline never decodes on read: left as bytes (the point-track lift decodes
+# `normal` and `object_coordinates` of one frame itself).
 _UNUSED_LAYERS = ("forward_flow", "backward_flow", "normal", "object_coordinates")
+# Three-channel uint16 PNG layers: PIL reads these as 8 bits per channel.
+RGB16_LAYERS = ("normal", "object_coordinates")
 
 
 def is_movi(name: str) -> bool:
@@ -110,6 +112,23 @@ class _Uint16PngDecoder(tfds.decode.Decoder):
 
   def decode_batch_example_np(self, serialized_examples) -> np.ndarray:
     return np.stack([self.decode_example_np(x) for x in serialized_examples])
+
+
+def decode_rgb16_png(data: bytes) -> np.ndarray:
+  """A three-channel uint16 PNG frame -> [H, W, 3] uint16.
+
+  PIL keeps only the high byte of 16-bit colour PNGs, so TensorFlow's decoder is used.
+  TensorFlow is imported here, not at the top, because the other readers and the records
+  path work without it.
+
+  Raises:
+    OSError: the bytes are not a PNG (as PIL raises for the other layers).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    return tf.io.decode_png(data, channels=3, dtype=tf.uint16).numpy()
+  except tf.errors.InvalidArgumentError as error:
+    raise OSError(error.message) from error
 
 
 class NoDecoding(tfds.decode.Decoder):

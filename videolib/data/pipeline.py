@@ -40,6 +40,7 @@ from PIL import Image
 import threadpoolctl
 
 from videolib.data import movi
+from videolib.data import movi_tracks
 from videolib.data import records
 from videolib.data import scenes
 from videolib.data import synthetic
@@ -142,11 +143,9 @@ def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
         f"resolution={(height, width)} is larger than the {data_config.name} frames "
         f"({stored.height}, {stored.width}) (or not positive); crops are resized "
         "down or kept, never upsampled beyond the stored frame size.")
-  if stored.is_movi and "tracks" in data_config.features:
-    raise NotImplementedError(
-        f"Point tracks for {data_config.name} need Kubric's 3-D lifting "
-        "(kubric challenges/point_tracking), which is not implemented; use "
-        "'synthetic_movi/...' for tracks or drop 'tracks' from features.")
+  if stored.is_movi and "tracks" in data_config.features and stored.height != stored.width:
+    raise ValueError(f"Point tracks for {data_config.name} need square frames "
+                     "(`movi_tracks.py`); every published MOVi variant has them.")
   if stored.is_movi and "label" in data_config.features:
     raise ValueError(f"{data_config.name} has no motion class label; 'label' exists "
                      "only for synthetic_movi.")
@@ -205,27 +204,49 @@ class _CheckedSource(grain.sources.RandomAccessDataSource):
           f"TFDS example ({type(error).__name__}: {error}). The dataset file is corrupt: "
           "re-copy or re-generate it."
       ) from error
-    return _check_record(_unpack(record, self._features), self._split, int(index),
-                         self._stored)
+    return _check_record(_unpack(record, self._features, self._stored), self._split,
+                         int(index), self._stored)
 
 
-def _unpack(record: dict, features) -> dict[str, Any]:
+def _lifts_tracks(features, stored: _Stored) -> bool:
+  """MOVi holds no point tracks: they are lifted from its layers (`movi_tracks.py`)."""
+  return stored.is_movi and "tracks" in features
+
+
+def _unpack(record: dict, features, stored: _Stored) -> dict[str, Any]:
   """TFDS record (MOVi or UCF101 layout) -> flat dict; pixel layers as per-frame bytes."""
   unpacked = {"video": list(record["video"]),
               # UCF101 stores no name; records are then named by split and index only.
               "video_name": record.get("metadata", {}).get("video_name")}
-  if "segmentations" in features:
+  lift = _lifts_tracks(features, stored)
+  if "segmentations" in features or lift:
     unpacked["segmentations"] = list(record["segmentations"])
-  if "depth" in features:
+  if "depth" in features or lift:
     unpacked["depth"] = list(record["depth"])
     unpacked["depth_range"] = np.asarray(record["metadata"]["depth_range"])
+  if lift:
+    for key in ("object_coordinates", "normal"):
+      unpacked[key] = list(record[key])
+    camera, instances = record["camera"], record["instances"]
+
+    def per_instance(values, shape):  # A video without objects stores empty lists.
+      array = np.asarray(values, np.float64)
+      return array if array.size else array.reshape((0, stored.num_frames) + shape)
+
+    unpacked.update(
+        focal_length=float(camera["focal_length"]),
+        sensor_width=float(camera["sensor_width"]),
+        camera_positions=np.asarray(camera["positions"], np.float64),
+        camera_quaternions=np.asarray(camera["quaternions"], np.float64),
+        bboxes_3d=per_instance(instances["bboxes_3d"], (8, 3)),
+        object_quaternions=per_instance(instances["quaternions"], (4,)))
   if "boxes" in features:
     instances = record["instances"]
     unpacked["instance_boxes"] = [
         np.asarray(b, np.float32).reshape(-1, 4) for b in instances["bboxes"]]
     unpacked["instance_box_frames"] = [
         np.asarray(f, np.int64).reshape(-1) for f in instances["bbox_frames"]]
-  if "tracks" in features:
+  if "tracks" in features and not lift:
     for key in ("target_points", "occluded"):
       unpacked[key] = np.asarray(record[key])
   if "label" in features:
@@ -234,7 +255,12 @@ def _unpack(record: dict, features) -> dict[str, Any]:
 
 
 _FRAME_LAYOUT = {"video": (3, np.uint8), "segmentations": (1, np.uint8),
-                 "depth": (1, np.uint16)}
+                 "depth": (1, np.uint16), "object_coordinates": (3, np.uint16),
+                 "normal": (3, np.uint16)}
+# Camera and instance arrays the track lift reads: shape after the frame axis.
+_LIFT_LAYOUT = {"camera_positions": (3,), "camera_quaternions": (4,),
+                "bboxes_3d": (8, 3), "object_quaternions": (4,)}
+_PER_INSTANCE = ("bboxes_3d", "object_quaternions")
 
 
 def _where(record: dict) -> str:
@@ -268,9 +294,22 @@ def _check_record(record: dict, split: str, index: int, stored: _Stored) -> dict
       raise ValueError(f"Record {_where(record)}: target_points "
                        f"{record['target_points'].shape} / occluded "
                        f"{record['occluded'].shape}, expected (N, {t}, 2) / (N, {t}).")
-  for key in ("depth_range", "target_points"):
+  for key, shape in _LIFT_LAYOUT.items():
+    if key not in record:
+      continue
+    expected = (t,) + shape
+    actual = record[key].shape[1:] if key in _PER_INSTANCE else record[key].shape
+    if actual != expected:
+      raise ValueError(f"Record {_where(record)}: {key} has shape {record[key].shape}, "
+                       f"expected {('K',) + expected if key in _PER_INSTANCE else expected}.")
+  for key in ("depth_range", "target_points", *_LIFT_LAYOUT):
     if key in record and not np.all(np.isfinite(record[key])):
       raise ValueError(f"Record {_where(record)}: {key} contains NaN or inf.")
+  if "focal_length" in record and not (record["focal_length"] > 0
+                                        and record["sensor_width"] > 0):
+    raise ValueError(f"Record {_where(record)}: camera focal_length "
+                     f"{record['focal_length']} and sensor_width {record['sensor_width']} "
+                     "must be positive.")
   for boxes in record.get("instance_boxes", []):
     if not np.all(np.isfinite(boxes)):
       raise ValueError(f"Record {_where(record)}: instances/bboxes contain NaN or inf.")
@@ -283,6 +322,9 @@ def _decode_frames(record: dict, key: str, frames: np.ndarray, stored: _Stored):
   decoded = []
   for f in frames:
     try:
+      if key in movi.RGB16_LAYERS:
+        decoded.append(movi.decode_rgb16_png(record[key][f]))
+        continue
       with Image.open(io.BytesIO(record[key][f])) as image:
         decoded.append(np.asarray(image, dtype=dtype if image.mode.startswith("I") else None))
     except OSError as error:  # PIL's UnidentifiedImageError and truncated-file errors.
@@ -367,26 +409,49 @@ def _dense_boxes(record: dict, frames: np.ndarray, crop, stored: _Stored,
   return np.where(valid[..., None], boxes, 0.0).astype(np.float32), valid
 
 
-def _window_tracks(record: dict, frames: np.ndarray, crop, out_hw, num_tracks: int,
-                   rng: np.random.Generator | None):
-  """Tracks re-based to the window: queries at its first frame, in output pixels.
+def _lifted_tracks(record: dict, frames: np.ndarray, crop, depth: np.ndarray,
+                   segmentations: np.ndarray, num_tracks: int, rng: np.random.Generator,
+                   stored: _Stored):
+  """MOVi: up to `num_tracks` tracks queried on the clip's first frame (`movi_tracks.py`).
 
-  Tracks occluded (or outside the crop) at the window's first frame cannot be
-  queried there; visible ones are preferred and the rest is padding with
-  `tracks_valid=False`.
+  Returns (x, y) stored pixels [n, T, 2] and occlusion [n, T] on the clip's frames.
+  """
+  scene = movi_tracks.ClipLayers(
+      depth=depth, segmentations=segmentations,
+      object_coordinates=_decode_frames(record, "object_coordinates", frames[:1], stored)[0],
+      normals=_decode_frames(record, "normal", frames[:1], stored)[0],
+      bboxes_3d=record["bboxes_3d"][:, frames],
+      object_quaternions=record["object_quaternions"][:, frames],
+      camera_positions=record["camera_positions"][frames],
+      camera_quaternions=record["camera_quaternions"][frames],
+      focal_length=record["focal_length"], sensor_width=record["sensor_width"])
+  queries = movi_tracks.sample_queries(segmentations[0], crop, num_tracks, rng)
+  try:
+    return movi_tracks.lift_tracks(scene, queries)
+  except ValueError as error:
+    raise ValueError(f"Record {_where(record)}: {error}") from error
+
+
+def _window_tracks(points: np.ndarray, occluded: np.ndarray, crop, out_hw,
+                   num_tracks: int, rng: np.random.Generator | None):
+  """Tracks on the window's frames ([M, T, 2] stored pixels, [M, T]) -> the batch's.
+
+  Positions go to output pixels of the crop. Tracks occluded (or outside the crop)
+  at the window's first frame cannot be queried there; visible ones are preferred
+  and the rest is padding with `tracks_valid=False`.
   """
   y0, x0, crop_h, crop_w = crop
   scale = np.array([out_hw[1] / crop_w, out_hw[0] / crop_h], np.float32)
-  points = (record["target_points"][:, frames] - np.array([x0, y0], np.float32)) * scale
+  points = (points - np.array([x0, y0], np.float32)) * scale
   outside = ((points[..., 0] < 0) | (points[..., 0] >= out_hw[1]) |
              (points[..., 1] < 0) | (points[..., 1] >= out_hw[0]))
-  occluded = record["occluded"][:, frames] | outside
+  occluded = occluded | outside
   order = np.arange(len(points)) if rng is None else rng.permutation(len(points))
   chosen = order[~occluded[order, 0]][:num_tracks]
-  n = len(chosen)
-  target = np.zeros((num_tracks, len(frames), 2), np.float32)
+  n, num_frames = len(chosen), points.shape[1]
+  target = np.zeros((num_tracks, num_frames, 2), np.float32)
   target[:n] = points[chosen]
-  occ = np.ones((num_tracks, len(frames)), bool)
+  occ = np.ones((num_tracks, num_frames), bool)
   occ[:n] = occluded[chosen]
   query = np.zeros((num_tracks, 3), np.float32)
   query[:n, 1], query[:n, 2] = target[:n, 0, 1], target[:n, 0, 0]
@@ -422,21 +487,32 @@ def preprocess(record: dict, data_config, stored: _Stored,
   rows = _nearest_indices(y0, crop_h, out_h)
   cols = _nearest_indices(x0, crop_w, out_w)
 
+  lift = _lifts_tracks(features, stored)
   example = {"_mask": np.array(True)}
   if "video" in features:
     video = _decode_frames(record, "video", frames, stored)
     example["video"] = _resize_video(video, crop, (out_h, out_w))
+  if "depth" in features or lift:  # [T, H, W, 1] at the stored resolution.
+    depth = scenes.decode_depth(_decode_frames(record, "depth", frames, stored),
+                                record["depth_range"])
   if "depth" in features:
-    depth = _decode_frames(record, "depth", frames, stored)[:, rows][:, :, cols]
-    example["depth"] = scenes.decode_depth(depth, record["depth_range"])
+    example["depth"] = depth[:, rows][:, :, cols]
+  if "segmentations" in features or lift:
+    seg = _decode_frames(record, "segmentations", frames, stored).astype(np.int32)
   if "segmentations" in features:
-    seg = _decode_frames(record, "segmentations", frames, stored)[:, rows][:, :, cols]
-    example["segmentations"] = seg.astype(np.int32)
+    example["segmentations"] = seg[:, rows][:, :, cols]
   if "boxes" in features:
     example["boxes"], example["boxes_valid"] = _dense_boxes(
         record, frames, crop, stored, data_config.max_instances)
+  if lift:
+    # Eval draws its queries from the record's index, so they are the same every time.
+    points, occluded = _lifted_tracks(
+        record, frames, crop, depth[..., 0], seg[..., 0], data_config.num_tracks,
+        np.random.default_rng(record["index"]) if rng is None else rng, stored)
+  elif "tracks" in features:
+    points, occluded = record["target_points"][:, frames], record["occluded"][:, frames]
   if "tracks" in features:
-    example.update(_window_tracks(record, frames, crop, (out_h, out_w),
+    example.update(_window_tracks(points, occluded, crop, (out_h, out_w),
                                   data_config.num_tracks, rng))
   if "label" in features:
     example["label"] = np.array(record["label"], np.int32)
