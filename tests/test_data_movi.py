@@ -154,7 +154,7 @@ def test_movi_labels_and_non_square_tracks_are_refused_up_front(data_dir):
     pipeline.batch_spec(_config(data_dir, name="movi_g/128x128"), 4, train=True)
 
 
-def test_corrupt_object_coordinates_name_the_record(data_dir, tmp_path):
+def test_corrupt_object_coordinates_name_the_record(data_dir):
   config = _config(data_dir, features=("video", "tracks"))
   source = pipeline._CheckedSource(movi.load_builder(config.name, data_dir), "validation",
                                    config.features, pipeline.validate_config(config))
@@ -162,3 +162,21 @@ def test_corrupt_object_coordinates_name_the_record(data_dir, tmp_path):
   record["object_coordinates"][0] = b"not a png"
   with pytest.raises(ValueError, match=r"validation\[1\].*frame 0 of object_coordinates"):
     pipeline.preprocess(record, config, pipeline.validate_config(config), rng=None)
+
+
+@pytest.mark.parametrize("key, corrupt, message", [
+    ("camera_positions", lambda a: np.where(a == a[0, 0], np.nan, a),
+     "camera_positions contains NaN"),
+    ("bboxes_3d", lambda a: a[:, :-1],
+     r"bboxes_3d has shape \(3, 23, 8, 3\), expected \('K', 24, 8, 3\)"),
+    ("focal_length", lambda a: 0.0, "focal_length 0.0 and sensor_width 32.0 must be positive"),
+])
+def test_malformed_camera_and_box_arrays_name_the_record(data_dir, key, corrupt, message):
+  config = _config(data_dir, features=("video", "tracks"))
+  stored = pipeline.validate_config(config)
+  source = pipeline._CheckedSource(movi.load_builder(config.name, data_dir), "validation",
+                                   config.features, stored)
+  record = source[2]
+  record[key] = corrupt(record[key])
+  with pytest.raises(ValueError, match=r"validation\[2\].*" + message):
+    pipeline._check_record(record, "validation", 2, stored)

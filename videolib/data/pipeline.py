@@ -416,7 +416,7 @@ def _lifted_tracks(record: dict, frames: np.ndarray, crop, depth: np.ndarray,
 
   Returns (x, y) stored pixels [n, T, 2] and occlusion [n, T] on the clip's frames.
   """
-  scene = movi_tracks.ClipLayers(
+  clip = movi_tracks.ClipLayers(
       depth=depth, segmentations=segmentations,
       object_coordinates=_decode_frames(record, "object_coordinates", frames[:1], stored)[0],
       normals=_decode_frames(record, "normal", frames[:1], stored)[0],
@@ -427,7 +427,7 @@ def _lifted_tracks(record: dict, frames: np.ndarray, crop, depth: np.ndarray,
       focal_length=record["focal_length"], sensor_width=record["sensor_width"])
   queries = movi_tracks.sample_queries(segmentations[0], crop, num_tracks, rng)
   try:
-    return movi_tracks.lift_tracks(scene, queries)
+    return movi_tracks.lift_tracks(clip, queries)
   except ValueError as error:
     raise ValueError(f"Record {_where(record)}: {error}") from error
 
