@@ -222,6 +222,22 @@ def test_params_of_an_8_device_run_load_onto_one_device(tmp_path):
   np.testing.assert_array_equal(np.asarray(loaded["w"]), np.arange(64.0).reshape(8, 8))
 
 
+def test_params_load_from_a_workdir_given_relative_to_the_current_directory(
+    tmp_path, monkeypatch):
+  # `--config.init_from=runs/pretrain` and `visualize --workdir=runs/...` (orbax wants
+  # absolute paths).
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  state = _state(mesh, P())
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "runs" / "pretrain" / "checkpoints"),
+                                 max_to_keep=1)
+  ckpt.save(1, state, {}, _config())
+  ckpt.wait()
+  monkeypatch.chdir(tmp_path)
+  params, _, source = checkpoint.read_run_params("runs/pretrain")
+  assert source == str(tmp_path / "runs" / "pretrain" / "checkpoints" / "1")
+  np.testing.assert_array_equal(np.asarray(params["w"]), np.arange(64.0).reshape(8, 8))
+
+
 def test_a_field_added_later_is_no_difference_at_the_value_old_runs_used():
   checkpoint.register_added_config_fields({"model.added_later_for_test": 1})
   saved = {"model": {"num_tokens": 64}}

@@ -243,9 +243,9 @@ def read_run_params(path: str) -> tuple[Any, dict[str, Any], str]:
   written on any number of devices can be read on any machine; only the parameters are
   returned, with the saved config (JSON) and the checkpoint path.
   """
-  directory = path
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    directory = os.path.join(path, "checkpoints")
+  directory = os.path.abspath(path)  # orbax refuses relative paths.
+  if os.path.isdir(os.path.join(directory, "checkpoints")):
+    directory = os.path.join(directory, "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(
         f"config.init_from={path!r}: no such directory. Pass the workdir of a training run."
