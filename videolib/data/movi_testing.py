@@ -42,6 +42,7 @@ _PALETTE = np.array([[90, 90, 90], [220, 60, 40], [40, 160, 220], [240, 200, 40]
 
 @dataclasses.dataclass(frozen=True)
 class Scene:
+  """A camera path and boxes on the floor z = 0, per frame (T frames, K boxes)."""
   size: int  # Square frames, pixels.
   camera_positions: np.ndarray  # [T, 3]
   camera_axes: np.ndarray  # [T, 3, 3]: columns are the camera's x, y, z in the world.
@@ -134,9 +135,9 @@ def render(scene: Scene) -> dict:
   layers = {key: [] for key in ("video", "segmentations", "depth", "normal",
                                 "object_coordinates")}
   for t in range(num_frames):
-    distance, segment, local, normal = cast(
-        scene, t, scene.camera_positions[t], pixel_rays(scene, t, centres))
-    world = scene.camera_positions[t] + distance[:, None] * pixel_rays(scene, t, centres)
+    rays = pixel_rays(scene, t, centres)
+    distance, segment, local, normal = cast(scene, t, scene.camera_positions[t], rays)
+    world = scene.camera_positions[t] + distance[:, None] * rays
     pattern = np.where(segment > 0, np.floor(local[:, 0] * 4) + np.floor(local[:, 1] * 4),
                        np.floor(world[:, 0]) + np.floor(world[:, 1])) % 2
     colour = _PALETTE[segment % len(_PALETTE)] * (0.6 + 0.4 * pattern[:, None])
@@ -152,8 +153,8 @@ def render(scene: Scene) -> dict:
 
 def bboxes_3d(scene: Scene) -> np.ndarray:
   """[K, T, 8, 3] world corners in Kubric's corner order."""
-  corners = _CORNERS * scene.box_sizes[:, None, None]  # [K, 1, 8, 3]
-  return np.einsum("ktij,kcj->ktci", scene.box_rotations, corners[:, 0]) + (
+  corners = _CORNERS * scene.box_sizes[:, None]  # [K, 8, 3]
+  return np.einsum("ktij,kcj->ktci", scene.box_rotations, corners) + (
       scene.box_centres[:, :, None])
 
 
