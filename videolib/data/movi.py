@@ -15,10 +15,11 @@ through grain, which needs the ArrayRecord file format:
       tfds convert_format --dataset_version_dir=<data_dir>/movi_e/128x128/1.0.0 \
         --out_file_format=array_record
 
-Decoding uses numpy only. TFDS decodes uint16 PNG frames (`depth`, `normal`,
-`object_coordinates`) with OpenCV, which this project does not depend on, so
-uint16 images are decoded with PIL here and the large layers the pipeline
-never uses (flow, normals, object coordinates) are not decoded at all.
+TFDS decodes uint16 PNG frames (`depth`, `normal`, `object_coordinates`) with OpenCV,
+which this project does not depend on. Here single-channel uint16 frames are decoded with
+PIL; the three-channel ones, of which PIL keeps only the high byte, with TensorFlow
+(`decode_rgb16_png`). The large layers stay undecoded on read: flow is never used, and the
+point-track lift decodes one frame of normals and object coordinates per clip.
 
 MOVi holds no point tracks: the pipeline lifts them from the object coordinates, depth,
 segmentation, normals, 3-D boxes and cameras as TAP-Vid-Kubric does (`movi_tracks.py`).
@@ -35,9 +36,9 @@ from videolib.data import prepared
 MOVI_VARIANTS = ("movi_a", "movi_b", "movi_c", "movi_d", "movi_e", "movi_f")
 MOVI_VERSION = "1.0.0"
 _CONFIG_RE = re.compile(r"^\d+x\d+$")
-# Layers the pipeline never decodes on read: left as bytes (the point-track lift decodes
-# `normal` and `object_coordinates` of one frame itself).
-_UNUSED_LAYERS = ("forward_flow", "backward_flow", "normal", "object_coordinates")
+# Layers left as bytes on read (the point-track lift decodes one frame of `normal` and
+# `object_coordinates` itself).
+_UNDECODED_LAYERS = ("forward_flow", "backward_flow", "normal", "object_coordinates")
 # Three-channel uint16 PNG layers: PIL reads these as 8 bits per channel.
 RGB16_LAYERS = ("normal", "object_coordinates")
 
@@ -148,7 +149,7 @@ def numpy_decoders(features: tfds.features.FeaturesDict) -> dict:
   """Decoders for `as_data_source`: PIL for uint16 images, none for unused layers."""
   decoders = {}
   for key in features.keys():
-    if key in _UNUSED_LAYERS:
+    if key in _UNDECODED_LAYERS:
       decoders[key] = NoDecoding()
     elif key == "depth":
       decoders[key] = _Uint16PngDecoder()
