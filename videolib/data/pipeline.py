@@ -468,7 +468,8 @@ def preprocess(record: dict, data_config, stored: _Stored,
     data_config: the data config.
     stored: stored video shape.
     rng: training randomness (window start, crop, track choice); None = eval
-      (window at frame 0, full frame, tracks in stored order).
+      (window at frame 0, full frame, tracks in stored order; MOVi's lifted tracks
+      drawn from a generator seeded with the record's index).
 
   Returns:
     dict of numpy arrays without the batch dimension, `_mask` included.
@@ -747,7 +748,8 @@ def make_eval_iterator(data_config, *, global_batch_size: int,
   `global_batch_size` with `_mask=False` examples; host h takes padded examples
   h, h + P, ..., so every host runs the same number of batches
   (`iterator.num_batches`). Eval preprocessing is deterministic: window at
-  frame 0, full frame, tracks in stored order.
+  frame 0, full frame, tracks in stored order (MOVi's lifted tracks: queries drawn
+  from the record's index).
 
   Args:
     data_config: see `default_data_config`.
