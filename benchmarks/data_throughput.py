@@ -1,6 +1,10 @@
-r"""Input pipeline throughput (per-host batches per second) on synthetic_movi.
+r"""Input pipeline throughput (per-host batches per second) on synthetic_movi or MOVi.
 
   /work/venv/bin/python benchmarks/data_throughput.py --data_dir=/tmp/tfds_bench
+
+MOVi-layout data without the real dataset: write the ray-traced stand-in with
+`python -m videolib.data.write_movi_testing --data_dir=D --size=128` and pass
+`--name=movi_e/128x128 --data_dir=D --resolution=128`.
 
 Defaults are the tiny MooG setting: synthetic_movi/32x32_24f, 8-frame windows,
 32x32, batch 8, video only, no crop. `--features` / `--random_crop` measure
