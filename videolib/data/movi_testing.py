@@ -196,25 +196,24 @@ def true_tracks(scene: Scene, queries: np.ndarray):
   return xy, visible
 
 
-def _boxes_2d(segmentations: np.ndarray, num_instances: int):
-  """MOVi's 2-D boxes: [ymin, xmin, ymax, xmax] / size, on the frames each object shows."""
+def boxes_2d(scene: Scene, layers: dict | None = None):
+  """Per instance: its 2-D boxes [n, 4] and the frames [n] they are on, as MOVi stores them.
+
+  Boxes are [ymin, xmin, ymax, xmax] / size of the instance's pixels; `layers` are
+  `render(scene)`, rendered here if not given.
+  """
+  segmentations = (layers or render(scene))["segmentations"][..., 0]
   boxes, frames = [], []
-  size = segmentations.shape[1]
-  for k in range(num_instances):
-    mask = segmentations[..., 0] == k + 1
+  for k in range(len(scene.box_sizes)):
+    mask = segmentations == k + 1
     shown = np.flatnonzero(mask.any((1, 2)))
     frames.append(shown.astype(np.int32))
     boxes.append([])
     for t in shown:
       ys, xs = np.nonzero(mask[t])
-      boxes[-1].append(np.float32([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]) / size)
+      boxes[-1].append(
+          np.float32([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]) / scene.size)
   return boxes, frames
-
-
-def boxes_2d(scene: Scene, layers: dict | None = None):
-  """Per instance: its 2-D boxes [n, 4] and the frames [n] they are on (as MOVi stores)."""
-  layers = layers or render(scene)
-  return _boxes_2d(layers["segmentations"], len(scene.box_sizes))
 
 
 def example(seed: int, size: int, num_frames: int = 24) -> dict:

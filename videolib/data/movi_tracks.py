@@ -174,18 +174,33 @@ def _around(layer: np.ndarray, xy: np.ndarray) -> np.ndarray:
       for dy in (0, 1) for dx in (0, 1)])
 
 
-def smooth_normals(normals: np.ndarray) -> np.ndarray:
-  """[H, W, 3] unit normals -> [H, W] bool: where the normal test can be trusted.
+def _decode_normals(encoded: np.ndarray) -> np.ndarray:
+  """uint16 normals, (n + 1) / 2 * 65535 -> unit vectors n."""
+  return encoded.astype(np.float64) / 65535 * 2 - 1
 
-  Kubric's rule: at most 2 of the 4 diagonal neighbours (zero beyond the border) differ
-  from the pixel's normal by more than `_NORMAL_JUMP`; rough maps come from normal textures,
-  not the mesh, and fail the test on visible points.
+
+def smooth_normals(encoded: np.ndarray, yx: np.ndarray) -> np.ndarray:
+  """Where the normal test can be trusted, at pixels `yx` [N, 2] of a [H, W, 3] uint16 map.
+
+  Kubric's rule: at most 2 of the 4 diagonal neighbours (zero vectors beyond the border)
+  differ from the pixel's normal by more than `_NORMAL_JUMP`; rough maps come from normal
+  textures, not the mesh, and fail the test on visible points. Only the queried pixels are
+  evaluated (Kubric computes the whole map).
+
+  Returns:
+    [N] bool.
   """
-  padded = np.pad(normals, ((1, 1), (1, 1), (0, 0)))
-  height, width, _ = normals.shape
-  rough = sum(
-      np.sum((padded[dy:dy + height, dx:dx + width] - normals) ** 2, -1) > _NORMAL_JUMP ** 2
-      for dy in (0, 2) for dx in (0, 2))
+  height, width, _ = encoded.shape
+  centre = _decode_normals(encoded[yx[:, 0], yx[:, 1]])
+  rough = np.zeros(len(yx), int)
+  for dy in (-1, 1):
+    for dx in (-1, 1):
+      y, x = yx[:, 0] + dy, yx[:, 1] + dx
+      inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+      neighbour = _decode_normals(
+          encoded[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)])
+      neighbour = np.where(inside[:, None], neighbour, 0.0)
+      rough += np.sum((neighbour - centre) ** 2, -1) > _NORMAL_JUMP ** 2
   return rough <= 2
 
 
@@ -237,8 +252,6 @@ def lift_tracks(clip: ClipLayers, queries: np.ndarray):
   points[:, background] = unproject(
       queries[background], clip.depth[0][tuple(queries[background].T)],
       clip.camera_positions[0], clip.camera_quaternions[0], focal, height)
-  normals = clip.normals.astype(np.float64) / 65535 * 2 - 1
-  trusted = smooth_normals(normals)
   for segment in np.unique(ids[~background]):
     on_object = ids == segment
     yx = tuple(queries[on_object].T)
@@ -246,8 +259,10 @@ def lift_tracks(clip: ClipLayers, queries: np.ndarray):
     maps = box_to_world(clip.bboxes_3d[segment - 1])
     points[:, on_object] = np.einsum("ni,tij->tnj", local, maps[:, :3]) + maps[:, None, 3]
     away[:, on_object] = faces_away(
-        normals[yx], rotation_matrices(clip.object_quaternions[segment - 1]),
-        points[:, on_object], clip.camera_positions) & trusted[yx]
+        _decode_normals(clip.normals[yx]),
+        rotation_matrices(clip.object_quaternions[segment - 1]),
+        points[:, on_object], clip.camera_positions) & smooth_normals(
+            clip.normals, queries[on_object])
   xy, distance, in_front = project(points, clip.camera_positions,
                                    clip.camera_quaternions, focal, height)
   depth_hidden = _around(clip.depth, xy).max(0) < _DEPTH_MARGIN * distance
