@@ -1,23 +1,29 @@
-r"""Does a backbone's corrector attention follow the points? A parameter-free point tracker.
+r"""Do a backbone's tokens follow the points? A parameter-free point tracker.
 
-MooG's claim is that its state tokens move with the content they represent. Where a token
-looks is its corrector cross-attention over the encoder grid (`moog/token_tracking.py`).
-`moog.token_tracking.attention_point_tracks` reads only that, with no trained head: each
-frame-0 query is assigned to the state tokens by their attention at its encoder cell on a
-reference frame, and moves with those tokens' attention centroids from then on.
+MooG's claim is that its state tokens move with the content they represent.
+`moog.token_tracking.attention_point_tracks` tests that with no trained head: each
+frame-0 query is assigned to the state tokens by their maps at its position on a
+reference frame, and moves with those tokens' map centroids from then on. Two maps say
+where a token is (`--maps`):
+
+* `corrector` (default): where the token looks, its corrector cross-attention over the
+  encoder grid;
+* `decoder`: which pixels the token renders, the decoder's cross-attention while
+  decoding the predicted state of each frame (per pixel it sums to 1 over the tokens).
 
 `--reference_frame=1` by default: frame 0's correction starts from the random initial
-tokens, and the centroids jump between frames 0 and 1 by more than the points move. The
-predictions are scored with the TAP-Vid `first`-mode metrics, every point predicted
-visible (so AJ is comparable with the never-moving point's), on the validation clips of
+tokens, and the centroids jump between frames 0 and 1 by more than the points move (the
+decoder's frame-0 prediction comes from those tokens alone). The predictions are scored
+with the TAP-Vid `first`-mode metrics, every point predicted visible (so AJ is
+comparable with the never-moving point's), on the validation clips of
 `configs/moog_readout_tiny.py`, next to the never-moving point. It also prints how far,
 per frame, the tracker moves the points from their query position and how far the
 visible points really moved (raster pixels).
 
   python benchmarks/attention_point_tracking.py --workdir=runs/moog_tiny_long
+  python benchmarks/attention_point_tracking.py --workdir=runs/moog_tiny_long --maps=decoder
 
-Prints one JSON object; results: docs/readout_results.md.
-"""
+Prints one JSON object; results: docs/readout_results.md."""
 
 import json
 
@@ -36,8 +42,10 @@ from videolib.data import pipeline
 
 # `--workdir` (the pretraining run: MooG, Grid or Grid Rec.) is defined by moog.visualize,
 # whose checkpoint reading and model run this script reuses.
+_MAPS = flags.DEFINE_enum("maps", "corrector", ["corrector", "decoder"],
+                          "Token maps the points move with (see the module docstring).")
 _REFERENCE_FRAME = flags.DEFINE_integer("reference_frame", 1,
-                                        "Frame whose attention assigns queries to tokens.")
+                                        "Frame whose maps assign queries to tokens.")
 _POWER = flags.DEFINE_float("power", 1.0, "Sharpening of the query-to-token weights.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Validation videos per forward pass.")
 
@@ -51,10 +59,11 @@ def main(argv):
   for batch in pipeline.make_eval_iterator(data_config, global_batch_size=_BATCH_SIZE.value):
     video = np.asarray(batch["video"], np.float32)
     frame_shape = video.shape[2:4]
-    _, cross_attention, grid_shape = visualize.run_model(run_config, params, source, video)
+    run = visualize.run_model(run_config, params, source, video)
+    maps = run.corrector_maps if _MAPS.value == "corrector" else run.decoder_maps
     query_yx = jnp.asarray(batch["query_points"][..., 1:], jnp.float32)
     tracked = token_tracking.attention_point_tracks(
-        cross_attention, grid_shape, frame_shape, query_yx,
+        maps, frame_shape, query_yx,
         reference_frame=_REFERENCE_FRAME.value, power=_POWER.value)
     never_moving, _ = readout_task.static_point_predictions(batch["query_points"],
                                                             video.shape[1])
@@ -72,7 +81,7 @@ def main(argv):
           tracks_valid=batch["tracks_valid"], mask=batch["_mask"])
       totals[name] = sums if name not in totals else jax.tree.map(
           lambda a, b: a + b, totals[name], sums)
-  result = dict(workdir=flags.FLAGS.workdir, checkpoint=source,
+  result = dict(workdir=flags.FLAGS.workdir, checkpoint=source, maps=_MAPS.value,
                 reference_frame=_REFERENCE_FRAME.value, power=_POWER.value)
   for name, sums in totals.items():
     finalized = metrics_lib.finalize(sums)

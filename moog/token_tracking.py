@@ -9,8 +9,10 @@ turns them into
 * `attention_centroids`: `[*b, T, n, 2]`, the attention-weighted mean (y, x) of the grid
   cell centres, in pixel units of the frame (pixel `p` covers `[p, p + 1)`, so a cell of
   an `s`-strided grid at row `i` is centred at `(i + 0.5) * s`);
+* `decoder_responsibility_maps`: `[*b, T, n, H, W]`, the decoder's cross-attention
+  turned token-major: the share of each pixel that each token renders;
 * `attention_point_tracks`: a parameter-free point tracker that moves each query with
-  the centroids of the tokens attending to it;
+  the centroids of the tokens whose maps (either kind) cover it;
 * `token_consistency`: for the tokens that attend to one ground-truth segment clearly
   more than uniformly at frame 0, how consistently they keep looking at it over time
   (see that function for the definition);
@@ -93,44 +95,75 @@ def attention_centroids(
   return jnp.stack([centroid_y, centroid_x], axis=-1)
 
 
+def decoder_responsibility_maps(
+    intermediates: dict, frame_shape: tuple[int, int], layer: int = -1
+) -> Float[Array, '*b T n H W']:
+  """Which state token renders each pixel: the decoder's cross-attention, token-major.
+
+  Every query pixel of the decoder attends over the state tokens, so for each pixel the
+  weights (averaged over heads) sum to 1 over the tokens, like slot-attention masks.
+  Token `i`'s map is then the share of every pixel that it renders.
+
+  Args:
+    intermediates: `variables['intermediates']` of a `mutable=['intermediates']`
+      `MooG.decode_frame` apply on states `[*b, T, n, d]` at `frame_shape`.
+    frame_shape: `(H, W)` the frame was decoded at (its pixel grid is the map's grid).
+    layer: which decoder block; the default is the last one.
+
+  Returns:
+    `[*b, T, n, H, W]`.
+  """
+  transformer = intermediates['decoder']['transformer']
+  blocks = sorted((name for name in transformer if name.startswith('block_')),
+                  key=lambda name: int(name.removeprefix('block_')))
+  (weights,) = transformer[blocks[layer]]['cross_attention']['attention_weights']
+  height, width = frame_shape
+  mean_over_heads = jnp.mean(weights, axis=-3)  # [*b, T, H * W pixels, n].
+  return einops.rearrange(mean_over_heads, '... (h w) n -> ... n h w', h=height, w=width)
+
+
 def attention_point_tracks(
-    cross_attention: Float[Array, 'b T heads n N'],
-    grid_shape: tuple[int, int],
+    maps: Float[Array, 'b T n h w'],
     frame_shape: tuple[int, int],
     query_yx: Float[Array, 'b Q 2'],
     *,
     reference_frame: int = 1,
     power: float = 1.0,
 ) -> Float[Array, 'b Q T 2']:
-  """Point tracks that move with the attention of the tokens looking at each query.
+  """Point tracks that move with the tokens whose attention maps cover each query.
 
-  A parameter-free readout: query q is assigned to the state tokens by their attention at
-  q's encoder cell on `reference_frame`, with weights ∝ attention ** `power` normalised
-  over tokens; its position at frame t ≥ `reference_frame` is q plus the weighted
-  displacement of those tokens' `attention_centroids` since `reference_frame`, and q
-  before it. A query whose cell no token attends to stays put. If tokens move with
-  their content, so do the points.
+  A parameter-free readout: query q is assigned to the state tokens by their maps at q's
+  grid cell on `reference_frame`, with weights ∝ map ** `power` normalised over tokens;
+  its position at frame t ≥ `reference_frame` is q plus the weighted displacement of
+  those tokens' map centroids since `reference_frame`, and q before it. A query whose
+  cell no token covers stays put. If tokens move with their content, so do the points.
+
+  The maps can be the corrector's (`attention_maps`: where each token looks on the
+  encoder grid) or the decoder's (`decoder_responsibility_maps`: which pixels each token
+  renders, on the pixel grid). Each token's map is normalised to sum 1 before its
+  centroid is taken (corrector maps already do).
 
   Args:
-    cross_attention: corrector cross-attention weights (`corrector_cross_attention`).
-    grid_shape: `(h, w)` of the encoder grid.
+    maps: per-token maps over an `h x w` grid covering the frame.
     frame_shape: `(H, W)` of the frames.
     query_yx: (y, x) query positions in raster pixels of the frame.
-    reference_frame: frame whose attention assigns queries to tokens.
-    power: sharpening of the weights (large: the single most-attending token).
+    reference_frame: frame whose maps assign queries to tokens.
+    power: sharpening of the weights (large: the single most-covering token).
 
   Returns:
     `[b, Q, T, 2]` (x, y) raster positions, the layout of TAP-Vid predictions.
   """
-  maps = attention_maps(cross_attention, grid_shape)
-  centroids = attention_centroids(maps, frame_shape)  # [b, T, n, (y, x)]
+  grid_shape = maps.shape[-2:]
+  mass = jnp.sum(maps, axis=(-2, -1), keepdims=True)
+  normalised = maps / jnp.where(mass > 0, mass, 1.0)
+  centroids = attention_centroids(normalised, frame_shape)  # [b, T, n, (y, x)]
   cell = jnp.floor(query_yx * jnp.asarray(grid_shape) / jnp.asarray(frame_shape))
   cell = jnp.clip(cell.astype(jnp.int32), 0, jnp.asarray(grid_shape) - 1)
   at_query = jax.vmap(lambda m, y, x: m[:, y, x].T)(
       maps[:, reference_frame], cell[..., 0], cell[..., 1])  # [b, Q, n]
   weights = at_query**power
   total = jnp.sum(weights, axis=-1, keepdims=True)
-  # A cell no token attends to leaves its queries where they are (not 0 / 0).
+  # A cell no token covers leaves its queries where they are (not 0 / 0).
   weights = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
   moved = centroids - centroids[:, reference_frame : reference_frame + 1]
   moved = moved.at[:, :reference_frame].set(0.0)

@@ -17,6 +17,7 @@ count and size. Only GIF output is supported (no ffmpeg is needed).
 
 import json
 import os
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
@@ -73,9 +74,26 @@ def restore_run(
   return config, jax.device_get(params), source
 
 
+class ModelRun(NamedTuple):
+  """What `run_model` returns for a batch of videos `[b, T, H, W, 3]`.
+
+  Attributes:
+    predicted: `[b, T, H, W, 3]` full-resolution next-frame predictions (frame t from
+      frames < t).
+    corrector_maps: `[b, T, n, h, w]` the last corrector block's cross-attention over
+      the encoder grid, averaged over heads (`token_tracking.attention_maps`).
+    decoder_maps: `[b, T, n, H, W]` the last decoder block's cross-attention while
+      decoding `predicted` (`token_tracking.decoder_responsibility_maps`).
+  """
+
+  predicted: np.ndarray
+  corrector_maps: jax.Array
+  decoder_maps: jax.Array
+
+
 def run_model(
     config: ml_collections.ConfigDict, params: dict, source: str, video: np.ndarray
-):
+) -> ModelRun:
   """Runs the run's model on `video` in evaluation mode.
 
   Args:
@@ -85,12 +103,12 @@ def run_model(
     video: `[b, T, H, W, 3]` float frames in [0, 1].
 
   Returns:
-    `(predicted_frames, cross_attention, grid_shape)`: `[b, T, H, W, 3]` full-resolution
-    next-frame predictions, the last corrector block's cross-attention weights
-    `[b, T, heads, n, N_enc]`, and the encoder grid `(h, w)`.
+    The predictions and both attention maps (`ModelRun`).
   """
   model = grid_baselines.build_backbone(grid_baselines.backbone_kind(config), config.model)
   height, width = video.shape[-3:-1]
+  stride = int(np.prod(config.model.encoder_strides))
+  grid_shape = (height // stride, width // stride)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   video_spec = jax.ShapeDtypeStruct(video.shape, jnp.float32)
   abstract_variables = jax.eval_shape(
@@ -109,13 +127,18 @@ def run_model(
         {'params': params}, video, train=False, rngs={'default': rng},
         mutable=['intermediates'],
     )
-    predicted = model.apply({'params': params}, outputs['states_predicted'], height, width,
-                            method=model.decode_frame)
-    return predicted, token_tracking.corrector_cross_attention(state['intermediates'])
+    predicted, decoding = model.apply(
+        {'params': params}, outputs['states_predicted'], height, width,
+        method=model.decode_frame, mutable=['intermediates'])
+    return ModelRun(
+        predicted,
+        token_tracking.attention_maps(
+            token_tracking.corrector_cross_attention(state['intermediates']), grid_shape),
+        token_tracking.decoder_responsibility_maps(decoding['intermediates'], (height, width)),
+    )
 
-  predicted, cross_attention = apply(params, jnp.asarray(video), jax.random.key(config.seed))
-  stride = int(np.prod(config.model.encoder_strides))
-  return np.asarray(predicted), cross_attention, (height // stride, width // stride)
+  run = apply(params, jnp.asarray(video), jax.random.key(config.seed))
+  return run._replace(predicted=np.asarray(run.predicted))
 
 
 def visualize_run(
@@ -161,8 +184,7 @@ def visualize_run(
   segmentations = batch['segmentations'][real][..., 0]
   frame_shape = video.shape[-3:-1]
 
-  predicted, cross_attention, grid_shape = run_model(config, params, source, video)
-  maps = token_tracking.attention_maps(cross_attention, grid_shape)
+  predicted, maps, _ = run_model(config, params, source, video)
   centroids = np.asarray(token_tracking.attention_centroids(maps, frame_shape))
   consistency = token_tracking.token_consistency(
       maps, jnp.asarray(segmentations), num_segments=int(segmentations.max()) + 1)

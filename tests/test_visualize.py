@@ -54,25 +54,39 @@ def test_centroid_of_a_split_map_is_the_weighted_mean():
 
 def test_attention_point_tracks_move_queries_with_the_tokens_attending_to_them():
   # A 1x4 grid of 2x2-pixel cells over a 2x8 frame: cell centres x = 1, 3, 5, 7, y = 1.
-  maps = np.zeros((3, 2, 1, 4), np.float32)  # [T, n, h, w]
-  maps[:, 0, 0, [3, 1, 2]] = np.eye(3)  # Token 0: cell 3, then 1, then 2 (x 7 -> 3 -> 5).
-  maps[0, 1, 0, 0] = 1.0  # Token 1: cell 0, then half on cells 0 and 1 (x = 2), unmoved.
-  maps[1:, 1, 0, :2] = 0.5
-  cross_attention = jnp.asarray(maps.reshape(1, 3, 1, 2, 4))  # [b, T, heads, n, h * w]
+  maps = np.zeros((1, 3, 2, 1, 4), np.float32)  # [b, T, n, h, w]
+  maps[0, :, 0, 0, [3, 1, 2]] = np.eye(3)  # Token 0: cell 3, then 1, then 2 (x 7 -> 3 -> 5).
+  maps[0, 0, 1, 0, 0] = 1.0  # Token 1: cell 0, then half on cells 0 and 1 (x = 2), unmoved.
+  maps[0, 1:, 1, 0, :2] = 0.5
+  maps = jnp.asarray(maps)
   query_yx = jnp.asarray([[[1.0, 3.2], [1.0, 6.0]]])  # Cells 1 and 3.
-  tracks = token_tracking.attention_point_tracks(cross_attention, (1, 4), (2, 8), query_yx)
+  tracks = token_tracking.attention_point_tracks(maps, (2, 8), query_yx)
   # Query 0 on frame 1 (the reference): token 0 attends 1.0 to its cell, token 1 0.5, so
   # weights 2/3 and 1/3; token 0 then moves +2 px in x, token 1 not at all.
   np.testing.assert_allclose(tracks[0, 0], [[3.2, 1], [3.2, 1], [3.2 + 4 / 3, 1]], rtol=1e-6)
   # No token attends to query 1's cell on frame 1: it stays put (no 0 / 0).
   np.testing.assert_allclose(tracks[0, 1], [[6, 1]] * 3)
-  sharp = token_tracking.attention_point_tracks(cross_attention, (1, 4), (2, 8),
-                                                query_yx[:, :1], power=30.0)
+  sharp = token_tracking.attention_point_tracks(maps, (2, 8), query_yx[:, :1], power=30.0)
   np.testing.assert_allclose(sharp[0, 0, 2], [3.2 + 2, 1], rtol=1e-5)
   from_frame_0 = token_tracking.attention_point_tracks(
-      cross_attention, (1, 4), (2, 8), query_yx[:, 1:], reference_frame=0)
+      maps, (2, 8), query_yx[:, 1:], reference_frame=0)
   # Query 1 sits on token 0's frame-0 cell and follows it: x 6 -> 6 - 4 -> 6 - 2.
   np.testing.assert_allclose(from_frame_0[0, 0], [[6, 1], [2, 1], [4, 1]], rtol=1e-6)
+
+
+def test_point_tracks_follow_decoder_maps_whose_tokens_render_a_moving_object():
+  # Two tokens share a 1x8 frame (pixel maps): token 0 renders a 2-pixel object that
+  # moves right 1 px per frame, token 1 the rest. Per pixel the shares sum to 1 over
+  # tokens, as a decoder's do; token maps are not normalised, so the tracker must.
+  num_frames, width = 4, 8
+  maps = np.zeros((1, num_frames, 2, 1, width), np.float32)
+  for t in range(num_frames):
+    maps[0, t, 0, 0, 2 + t:4 + t] = 1.0
+  maps[0, :, 1] = 1.0 - maps[0, :, 0]
+  np.testing.assert_allclose(maps.sum(axis=2), 1.0)
+  query_yx = jnp.asarray([[[0.5, 3.5]]])  # On the object at frame 1 (pixels 3 and 4).
+  tracks = token_tracking.attention_point_tracks(jnp.asarray(maps), (1, width), query_yx)
+  np.testing.assert_allclose(tracks[0, 0, :, 0], [3.5, 3.5, 4.5, 5.5], rtol=1e-6)
 
 
 def test_consistency_is_one_when_following_the_object_and_lower_when_staying_put():
@@ -140,6 +154,24 @@ def test_corrector_cross_attention_comes_batch_major_from_a_real_moog_apply():
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
   maps = token_tracking.attention_maps(weights, (4, 4))
   assert maps.shape == (2, 3, 8, 4, 4)
+
+
+def test_decoder_responsibility_maps_are_token_major_and_sum_to_one_per_pixel():
+  model = moog_model.build_moog(moog_model.tiny_model_config())
+  video = jax.random.uniform(jax.random.key(3), (2, 3, 16, 16, 3))
+  rngs = {"params": jax.random.key(0), "default": jax.random.key(1)}
+  variables = model.init(rngs, video, train=False)
+  outputs = model.apply(variables, video, train=False, rngs={"default": jax.random.key(2)})
+  _, decoding = model.apply(variables, outputs["states_predicted"], 8, 12,
+                            method=model.decode_frame, mutable=["intermediates"])
+  maps = token_tracking.decoder_responsibility_maps(decoding["intermediates"], (8, 12))
+  assert maps.shape == (2, 3, 8, 8, 12)  # [b, T, n tokens, H, W].
+  np.testing.assert_allclose(maps.sum(axis=2), 1.0, rtol=1e-5)
+  (weights,) = decoding["intermediates"]["decoder"]["transformer"]["block_0"][
+      "cross_attention"]["attention_weights"]  # [b, T, heads, H * W, n].
+  pixel = 5 * 12 + 7  # Row 5, column 7, row-major.
+  np.testing.assert_allclose(maps[1, 2, :, 5, 7], weights[1, 2, :, pixel].mean(axis=0),
+                             rtol=1e-6)
 
 
 def test_draw_tracks_puts_each_tokens_dot_at_its_centroid():
