@@ -1,0 +1,29 @@
+"""benchmarks/point_motion.py: distances from the query over visible entries only."""
+import numpy as np
+
+import benchmark_scripts
+
+point_motion = benchmark_scripts.load("point_motion")
+
+
+def test_displacements_count_only_visible_frames_of_valid_tracks_of_real_videos():
+  batch = {
+      "query_points": np.array([[[0, 2.0, 1.0], [0, 5.0, 5.0]], [[0, 1.0, 1.0]] * 2]),
+      # [b=2, Q=2, T=3, (x, y)]: video 0 track 0 moves 3 px right, then 3-4-5 px.
+      "target_points": np.array([
+          [[[1, 2], [4, 2], [4, 6]], [[5, 5], [5, 5], [5, 5]]],
+          [[[1, 1], [9, 9], [9, 9]], [[1, 1], [9, 9], [9, 9]]],
+      ], np.float32),
+      "occluded": np.array([[[0, 0, 0], [0, 1, 0]], [[0, 0, 0], [0, 0, 0]]], bool),
+      "tracks_valid": np.array([[True, True], [True, True]]),
+      "_mask": np.array([True, False]),  # Video 1 is padding.
+  }
+  distance, counted = point_motion.visible_displacements(batch)
+  np.testing.assert_allclose(distance[0], [[0, 3, 5], [0, 0, 0]])
+  np.testing.assert_array_equal(counted[0], [[1, 1, 1], [1, 0, 1]])
+  assert not counted[1].any()
+  rows = point_motion.motion_table(distance, counted)
+  assert [row["visible_points"] for row in rows] == [2, 1, 2]
+  assert rows[1]["mean_px"] == 3.0 and rows[1]["beyond_2px"] == 1.0
+  assert rows[2]["median_px"] == 2.5 and rows[2]["beyond_4px"] == 0.5
+  assert rows[2]["beyond_0.5px"] == 0.5
