@@ -23,7 +23,8 @@ visible points really moved (raster pixels).
   python benchmarks/attention_point_tracking.py --workdir=runs/moog_tiny_long
   python benchmarks/attention_point_tracking.py --workdir=runs/moog_tiny_long --maps=decoder
 
-Prints one JSON object; results: docs/readout_results.md."""
+Prints one JSON object; results: docs/readout_results.md.
+"""
 
 import json
 
