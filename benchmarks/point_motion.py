@@ -16,13 +16,11 @@ Prints one JSON object; results: docs/readout_results.md.
 import json
 
 from absl import app
+from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
 from videolib.data import pipeline
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/moog_readout_tiny.py", "Readout config file.", lock_config=True)
 
 THRESHOLDS_PX = (0.5, 1.0, 2.0, 4.0)
 
@@ -63,7 +61,7 @@ def motion_table(distance: np.ndarray, counted: np.ndarray) -> list[dict]:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   parts = [visible_displacements(batch)
            for batch in pipeline.make_eval_iterator(config.data, global_batch_size=16)]
   distance = np.concatenate([distance for distance, _ in parts])
@@ -79,4 +77,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined only when this runs as a script, so tests can import the functions next to
+  # modules that define --config themselves.
+  config_flags.DEFINE_config_file(
+      "config", "configs/moog_readout_tiny.py", "Readout config file.", lock_config=True)
   app.run(main)
