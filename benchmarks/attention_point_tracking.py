@@ -60,7 +60,8 @@ def main(argv):
   for batch in pipeline.make_eval_iterator(data_config, global_batch_size=_BATCH_SIZE.value):
     video = np.asarray(batch["video"], np.float32)
     frame_shape = video.shape[2:4]
-    run = visualize.run_model(run_config, params, source, video)
+    run = visualize.run_model(run_config, params, source, video,
+                              decoder_maps=_MAPS.value == "decoder")
     maps = run.corrector_maps if _MAPS.value == "corrector" else run.decoder_maps
     query_yx = jnp.asarray(batch["query_points"][..., 1:], jnp.float32)
     tracked = token_tracking.attention_point_tracks(

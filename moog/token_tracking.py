@@ -35,6 +35,14 @@ from PIL import ImageDraw
 DOT_RADIUS = 3
 
 
+def _cross_attention_weights(transformer: dict, layer: int) -> jax.Array:
+  """The sown cross-attention weights of block `layer` (Python indexing) of a Transformer."""
+  blocks = sorted((name for name in transformer if name.startswith('block_')),
+                  key=lambda name: int(name.removeprefix('block_')))
+  (weights,) = transformer[blocks[layer]]['cross_attention']['attention_weights']
+  return weights
+
+
 def corrector_cross_attention(
     intermediates: dict, layer: int = -1
 ) -> Float[Array, 'b T heads n N']:
@@ -49,10 +57,7 @@ def corrector_cross_attention(
     `[b, T, heads, n, N_enc]` weights (the scan stacks them time-major; moved here to
     batch-major).
   """
-  corrector = intermediates['corrector']
-  blocks = sorted((name for name in corrector if name.startswith('block_')),
-                  key=lambda name: int(name.removeprefix('block_')))
-  (weights,) = corrector[blocks[layer]]['cross_attention']['attention_weights']
+  weights = _cross_attention_weights(intermediates['corrector'], layer)
   return einops.rearrange(weights, 't b heads n k -> b t heads n k')
 
 
@@ -113,10 +118,7 @@ def decoder_responsibility_maps(
   Returns:
     `[*b, T, n, H, W]`.
   """
-  transformer = intermediates['decoder']['transformer']
-  blocks = sorted((name for name in transformer if name.startswith('block_')),
-                  key=lambda name: int(name.removeprefix('block_')))
-  (weights,) = transformer[blocks[layer]]['cross_attention']['attention_weights']
+  weights = _cross_attention_weights(intermediates['decoder']['transformer'], layer)
   height, width = frame_shape
   mean_over_heads = jnp.mean(weights, axis=-3)  # [*b, T, H * W pixels, n].
   return einops.rearrange(mean_over_heads, '... (h w) n -> ... n h w', h=height, w=width)

@@ -15,6 +15,7 @@ the ground-truth segmentations, is printed as JSON together with the GIF's path,
 count and size. Only GIF output is supported (no ffmpeg is needed).
 """
 
+import functools
 import json
 import os
 from typing import NamedTuple
@@ -83,16 +84,18 @@ class ModelRun(NamedTuple):
     corrector_maps: `[b, T, n, h, w]` the last corrector block's cross-attention over
       the encoder grid, averaged over heads (`token_tracking.attention_maps`).
     decoder_maps: `[b, T, n, H, W]` the last decoder block's cross-attention while
-      decoding `predicted` (`token_tracking.decoder_responsibility_maps`).
+      decoding `predicted` (`token_tracking.decoder_responsibility_maps`); None unless
+      asked for (at the paper's sizes it is gigabytes per video).
   """
 
   predicted: np.ndarray
   corrector_maps: jax.Array
-  decoder_maps: jax.Array
+  decoder_maps: jax.Array | None
 
 
 def run_model(
-    config: ml_collections.ConfigDict, params: dict, source: str, video: np.ndarray
+    config: ml_collections.ConfigDict, params: dict, source: str, video: np.ndarray,
+    *, decoder_maps: bool = False,
 ) -> ModelRun:
   """Runs the run's model on `video` in evaluation mode.
 
@@ -101,9 +104,10 @@ def run_model(
     params: its parameters, checked here against the model by name and shape.
     source: where `params` came from, for error messages.
     video: `[b, T, H, W, 3]` float frames in [0, 1].
+    decoder_maps: also return the decoder's per-token maps.
 
   Returns:
-    The predictions and both attention maps (`ModelRun`).
+    The predictions and the attention maps (`ModelRun`).
   """
   model = grid_baselines.build_backbone(grid_baselines.backbone_kind(config), config.model)
   height, width = video.shape[-3:-1]
@@ -127,15 +131,15 @@ def run_model(
         {'params': params}, video, train=False, rngs={'default': rng},
         mutable=['intermediates'],
     )
-    predicted, decoding = model.apply(
-        {'params': params}, outputs['states_predicted'], height, width,
-        method=model.decode_frame, mutable=['intermediates'])
-    return ModelRun(
-        predicted,
-        token_tracking.attention_maps(
-            token_tracking.corrector_cross_attention(state['intermediates']), grid_shape),
-        token_tracking.decoder_responsibility_maps(decoding['intermediates'], (height, width)),
-    )
+    corrector_maps = token_tracking.attention_maps(
+        token_tracking.corrector_cross_attention(state['intermediates']), grid_shape)
+    decode = functools.partial(model.apply, {'params': params}, outputs['states_predicted'],
+                               height, width, method=model.decode_frame)
+    if not decoder_maps:
+      return ModelRun(decode(), corrector_maps, None)
+    predicted, decoding = decode(mutable=['intermediates'])
+    return ModelRun(predicted, corrector_maps, token_tracking.decoder_responsibility_maps(
+        decoding['intermediates'], (height, width)))
 
   run = apply(params, jnp.asarray(video), jax.random.key(config.seed))
   return run._replace(predicted=np.asarray(run.predicted))
