@@ -23,7 +23,7 @@ visible points really moved (raster pixels).
   python benchmarks/attention_point_tracking.py --workdir=runs/moog_tiny_long
   python benchmarks/attention_point_tracking.py --workdir=runs/moog_tiny_long --maps=decoder
 
-Prints one JSON object; results: docs/readout_results.md.
+Prints one JSON object; results: docs/results.md (the MooG vs Grid table).
 """
 
 import json
@@ -49,11 +49,15 @@ _REFERENCE_FRAME = flags.DEFINE_integer("reference_frame", 1,
                                         "Frame whose maps assign queries to tokens.")
 _POWER = flags.DEFINE_float("power", 1.0, "Sharpening of the query-to-token weights.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Validation videos per forward pass.")
+_DATA_NAME = flags.DEFINE_string(
+    "data_name", None, "Dataset to score on; default: configs/moog_readout_tiny.py's.")
 
 
 def main(argv):
   del argv
   data_config = moog_readout_tiny.get_config().data
+  if _DATA_NAME.value:
+    data_config.name = _DATA_NAME.value
   run_config, params, source = visualize.restore_run(flags.FLAGS.workdir)
   totals = {}
   moved = {"tracked": [], "true": []}  # Per video: mean displacement from the query, per frame.

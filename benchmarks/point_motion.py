@@ -10,16 +10,30 @@ beyond 1/2, 1, 2 and 4 pixels, with the encoder cell size for scale.
   python benchmarks/point_motion.py
   python benchmarks/point_motion.py --config.data.num_frames=24
 
-Prints one JSON object; results: docs/readout_results.md.
+With `--baselines` it also scores the trivial predictors on the same clips: the
+never-moving point (AJ, < δ, occlusion accuracy; TAP-Vid 'first' mode) and box (mean
+IoU), the constant-depth map (AbsRel) and, over frames 1..T-1 at full resolution, the
+per-frame mean colour and repeat-the-previous-frame (PSNR). `--config.data.eval_split`
+picks the split (`train` reads its first `num_eval_examples` videos):
+
+  python benchmarks/point_motion.py --baselines
+  python benchmarks/point_motion.py --baselines --config.data.eval_split=train \
+      --config.data.num_eval_examples=200
+
+Prints one JSON object; results: docs/data.md.
 """
 
 import json
 
 from absl import app
 from absl import flags
+import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from moog import model as moog_model
+from moog import readout_task
+from videolib import metrics
 from videolib.data import pipeline
 
 THRESHOLDS_PX = (0.5, 1.0, 2.0, 4.0)
@@ -59,21 +73,74 @@ def motion_table(distance: np.ndarray, counted: np.ndarray) -> list[dict]:
   return rows
 
 
+def never_moving_fraction(distance: np.ndarray, counted: np.ndarray,
+                          threshold_px: float = 0.5) -> float:
+  """Fraction of tracks (with a counted frame) that stay within `threshold_px` of the query
+  on every counted frame."""
+  has_frames = counted.any(-1)
+  moved = np.where(counted, distance, 0.0).max(-1) >= threshold_px
+  return float(np.mean(~moved[has_frames]))
+
+
+def trivial_baselines(batch: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """(sum, count) pairs of the trivial predictors on one eval batch (module docstring)."""
+  num_frames = batch["video"].shape[1]
+  mask = batch["_mask"]
+  image_size = batch["video"].shape[2:4]
+  static_xy, static_occluded = readout_task.static_point_predictions(
+      batch["query_points"], num_frames)
+  tap = metrics.tapvid_metrics(
+      batch["query_points"], batch["target_points"], batch["occluded"], static_xy,
+      static_occluded, image_size=image_size, query_mode="first",
+      tracks_valid=batch["tracks_valid"], mask=mask)
+  sums = {f"never_moving/{k}": tap[k] for k in
+          ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")}
+  boxes = metrics.box_tracking_metrics(
+      readout_task.static_box_predictions(batch["boxes"][:, 0], num_frames), batch["boxes"],
+      # Scored as the readout task scores boxes: tracks with a box on the query frame 0.
+      batch["boxes_valid"] & batch["boxes_valid"][:, :1], mask=mask)
+  sums["never_moving/box_miou"] = boxes["box_iou"]
+  depth = metrics.depth_metrics(readout_task.constant_depth_predictions(batch["depth"]),
+                                batch["depth"], mask=mask)
+  sums["constant_depth/abs_rel"] = depth["abs_rel"]
+  video = jnp.asarray(batch["video"], jnp.float32)
+  targets = video[:, 1:]
+  mean_colour = jnp.broadcast_to(jnp.mean(targets, axis=(2, 3), keepdims=True), targets.shape)
+  sums["mean_colour/psnr"] = metrics.example_masked_sum(
+      moog_model.psnr_per_image(mean_colour, targets), mask)
+  sums["repeat_previous_frame/psnr"] = metrics.example_masked_sum(
+      moog_model.psnr_per_image(video[:, :-1], targets), mask)
+  return sums
+
+
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  parts = [visible_displacements(batch)
-           for batch in pipeline.make_eval_iterator(config.data, global_batch_size=16)]
+  parts, baselines, num_videos = [], None, 0
+  for batch in pipeline.make_eval_iterator(config.data, global_batch_size=16):
+    parts.append(visible_displacements(batch))
+    num_videos += int(np.sum(batch["_mask"]))
+    if flags.FLAGS.baselines:
+      baselines = metrics.accumulate(baselines, trivial_baselines(batch))
   distance = np.concatenate([distance for distance, _ in parts])
   counted = np.concatenate([counted for _, counted in parts])
   rows = motion_table(distance, counted)
-  print(json.dumps(dict(
-      data=config.data.name, num_frames=config.data.num_frames,
+  cell_px = int(np.prod(config.model.encoder_strides))
+  last = rows[-1]
+  result = dict(
+      data=config.data.name, split=config.data.eval_split, num_frames=config.data.num_frames,
       frame_stride=config.data.frame_stride, resolution=config.data.resolution,
-      encoder_cell_px=int(np.prod(config.model.encoder_strides)),
-      videos=int(distance.shape[0]),
-      per_frame=[{key: round(value, 3) if isinstance(value, float) else value
-                  for key, value in row.items()} for row in rows]), indent=1))
+      encoder_cell_px=cell_px, videos=num_videos,
+      last_frame=dict(median_px=round(last["median_px"], 2),
+                      p90_px=round(last["p90_px"], 2),
+                      median_cells=round(last["median_px"] / cell_px, 2),
+                      p90_cells=round(last["p90_px"] / cell_px, 2)),
+      never_moving_track_fraction=round(never_moving_fraction(distance, counted), 3))
+  if baselines is not None:
+    result["baselines"] = {k: round(v, 4) for k, v in metrics.finalize(baselines).items()}
+  result["per_frame"] = [{key: round(value, 3) if isinstance(value, float) else value
+                          for key, value in row.items()} for row in rows]
+  print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
@@ -81,4 +148,5 @@ if __name__ == "__main__":
   # modules that define --config themselves.
   config_flags.DEFINE_config_file(
       "config", "configs/moog_readout_tiny.py", "Readout config file.", lock_config=True)
+  flags.DEFINE_bool("baselines", False, "Also score the trivial predictors (module doc).")
   app.run(main)

@@ -19,7 +19,7 @@ the never-moving track's loss on that batch, and at the end that batch's TAP-Vid
 
   python benchmarks/readout_learnability.py --tokens=answer --steps=4000
 
-Results: docs/readout_results.md.
+Results: docs/log/2026-11_readout_experiments_textured_scenes.md.
 """
 
 import time

@@ -1,12 +1,13 @@
-r"""Prints the readout results table (docs/readout_results.md) from the runs of readout_table.sh.
+r"""Prints the MooG vs Grid vs Grid Rec. table (docs/results.md) from readout_table.sh's runs.
 
-  python benchmarks/readout_table.py --out_dir=/tmp/readout_table
+  python benchmarks/readout_table.py --out_dir=runs/readout_table
 
-For every backbone: the pretraining budget, the readout budget, and the frozen-readout
-metrics on the synthetic validation split at 8 frames (the training run's final eval) and
-on whole 24-frame videos in 8-frame slices (`--mode=eval`); the trivial baselines come
-from the same evaluations (identical for every backbone). Also writes
-`<out_dir>/readout_table.json` with every number and its protocol.
+`<out_dir>/seed<S>/` holds, per backbone B, `pretrain_B/`, `readout_B/` (their
+`metrics.jsonl`) and `attention_B.json` (benchmarks/attention_point_tracking.py). Every
+metric is given as mean ± std over the seeds (sample std, n - 1), next to the trivial
+baselines scored on the same queries in the same evaluations. A backbone *beats* a
+baseline on a metric when its mean is better by more than 3 standard deviations of the
+backbone's seeds. Also writes `<out_dir>/readout_table.json` with every number.
 """
 
 import glob
@@ -15,88 +16,126 @@ import os
 
 from absl import app
 from absl import flags
-
-_OUT_DIR = flags.DEFINE_string('out_dir', '/tmp/readout_table', 'Directory of the runs.')
+import numpy as np
 
 BACKBONES = {'moog': 'MooG', 'grid': 'Grid', 'grid_rec': 'Grid Rec.'}
+# (column, readout metric, trivial baseline metric, higher is better).
 COLUMNS = (
-    ('AJ first', 'points_first/average_jaccard'),
-    ('<δ first', 'points_first/average_pts_within_thresh'),
-    ('OA first', 'points_first/occlusion_accuracy'),
-    ('AJ strided', 'points_strided/average_jaccard'),
-    ('AbsRel', 'depth/abs_rel'),
-    ('δ<1.25', 'depth/delta_1.25'),
-    ('box mIoU', 'boxes/box_iou'),
+    ('AJ', 'points_first/average_jaccard', 'static_points_first/average_jaccard', True),
+    ('< δ', 'points_first/average_pts_within_thresh',
+     'static_points_first/average_pts_within_thresh', True),
+    ('OA', 'points_first/occlusion_accuracy', 'static_points_first/occlusion_accuracy', True),
+    ('box mIoU', 'boxes/box_iou', 'static_boxes/box_iou', True),
+    ('AbsRel', 'depth/abs_rel', 'constant_depth/abs_rel', False),
 )
-TRIVIAL = {
-    'points_first/average_jaccard': 'static_points_first/average_jaccard',
-    'points_first/average_pts_within_thresh': 'static_points_first/average_pts_within_thresh',
-    'points_first/occlusion_accuracy': 'static_points_first/occlusion_accuracy',
-    'points_strided/average_jaccard': 'static_points_strided/average_jaccard',
-    'depth/abs_rel': 'constant_depth/abs_rel',
-    'depth/delta_1.25': 'constant_depth/delta_1.25',
-    'boxes/box_iou': 'static_boxes/box_iou',
-}
+TRACKER_COLUMN = 'attention tracker AJ'
+BEATEN_COLUMNS = ('AJ', 'box mIoU')  # The issue's bar: both beat never-moving by > 3 std.
 
 
-def _records(path, split):
+def _records(path: str, split: str) -> list[dict]:
   with open(path) as f:
     return [r for r in map(json.loads, f) if r['split'] == split]
 
 
-def _saved_config(workdir):
-  step_dirs = sorted(glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')),
-                     key=lambda d: int(os.path.basename(d)))
-  with open(os.path.join(step_dirs[-1], 'config', 'metadata')) as f:
-    return json.load(f)
+def _wall_clock_minutes(path: str) -> float:
+  """Training time of a run from its logged rates: sum of steps / (steps per second)."""
+  train = _records(path, 'train')
+  seconds, previous = 0.0, 0
+  for record in train:
+    seconds += (record['step'] - previous) / record['steps_per_sec']
+    previous = record['step']
+  return seconds / 60
 
 
-def _row(name, metrics):
-  cells = ' | '.join('—' if metrics.get(key) is None else f'{metrics[key]:.3f}'
-                     for _, key in COLUMNS)
-  return f'| {name} | {cells} |'
+def collect(out_dir: str) -> dict:
+  """{backbone: {column: [per-seed values]}, plus the baselines and per-seed details}."""
+  table = {backbone: {} for backbone in BACKBONES}
+  baselines, seeds = {}, []
+  for seed_dir in sorted(glob.glob(os.path.join(out_dir, 'seed*'))):
+    seed = int(os.path.basename(seed_dir)[len('seed'):])
+    complete = all(
+        os.path.exists(os.path.join(seed_dir, f'readout_{b}', 'metrics.jsonl'))
+        and os.path.exists(os.path.join(seed_dir, f'attention_{b}.json'))
+        and _records(os.path.join(seed_dir, f'readout_{b}', 'metrics.jsonl'), 'validation')
+        for b in BACKBONES)
+    if not complete:
+      continue
+    seeds.append(seed)
+    for backbone in BACKBONES:
+      final = _records(os.path.join(seed_dir, f'readout_{backbone}', 'metrics.jsonl'),
+                       'validation')[-1]
+      pretrain_log = os.path.join(seed_dir, f'pretrain_{backbone}', 'metrics.jsonl')
+      pretrain = _records(pretrain_log, 'validation')[-1]
+      with open(os.path.join(seed_dir, f'attention_{backbone}.json')) as f:
+        tracker = json.load(f)
+      row = table[backbone]
+      for column, key, baseline_key, _ in COLUMNS:
+        row.setdefault(column, []).append(final[key])
+        baselines.setdefault(column, []).append(final[baseline_key])
+      row.setdefault(TRACKER_COLUMN, []).append(tracker['attention_tracks']['average_jaccard'])
+      baselines.setdefault(TRACKER_COLUMN, []).append(
+          tracker['never_moving']['average_jaccard'])
+      row.setdefault('pretrain steps', []).append(pretrain['step'])
+      row.setdefault('pretrain PSNR', []).append(pretrain['psnr_frames_1plus'])
+      row.setdefault('pretrain mean-colour PSNR', []).append(pretrain['psnr_mean_colour'])
+      row.setdefault('pretrain repeat PSNR', []).append(
+          pretrain['psnr_repeat_previous_frame'])
+      row.setdefault('pretrain minutes', []).append(_wall_clock_minutes(pretrain_log))
+  return dict(seeds=seeds, backbones=table, baselines=baselines)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float('nan')
+
+
+def beats(values: list[float], baseline: float, higher_is_better: bool) -> bool:
+  """Better than `baseline` by more than 3 standard deviations of `values`."""
+  mean, std = mean_std(values)
+  margin = mean - baseline if higher_is_better else baseline - mean
+  return bool(margin > 3 * std)
+
+
+def markdown(collected: dict) -> str:
+  """The table as markdown: one row per backbone, one for the trivial baselines."""
+  columns = [c[0] for c in COLUMNS] + [TRACKER_COLUMN]
+  higher = {c[0]: c[3] for c in COLUMNS} | {TRACKER_COLUMN: True}
+  lines = ['| model | pretrain PSNR (dB) | ' + ' | '.join(columns) + ' |',
+           '|---|---|' + '---|' * len(columns)]
+  baseline = {c: mean_std(v)[0] for c, v in collected['baselines'].items()}
+  for backbone, name in BACKBONES.items():
+    row = collected['backbones'][backbone]
+    cells = ['{:.2f} ± {:.2f}'.format(*mean_std(row['pretrain PSNR']))]
+    for column in columns:
+      mean, std = mean_std(row[column])
+      mark = ' ✓' if beats(row[column], baseline[column], higher[column]) else ''
+      cells.append(f'{mean:.3f} ± {std:.3f}{mark}')
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  mean_colour = mean_std(collected['backbones']['moog']['pretrain mean-colour PSNR'])[0]
+  repeat = mean_std(collected['backbones']['moog']['pretrain repeat PSNR'])[0]
+  cells = [f'mean colour {mean_colour:.2f}, repeat {repeat:.2f}']
+  cells += [f'{baseline[c]:.3f}' for c in columns]
+  lines.append('| never-moving point / box, constant depth | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 def main(argv):
   del argv
-  out = _OUT_DIR.value
-  rows, table = {}, {}
-  for backbone, name in BACKBONES.items():
-    readout_dir = os.path.join(out, f'readout_{backbone}')
-    if not os.path.isdir(readout_dir):
-      continue
-    config = _saved_config(readout_dir)
-    pretrain = _records(os.path.join(out, f'pretrain_{backbone}', 'metrics.jsonl'),
-                        'validation')[-1]
-    # The training run's own final eval comes first; `--mode=eval` appends its records.
-    evals = {'8 frames, one pass': _records(os.path.join(readout_dir, 'metrics.jsonl'),
-                                            'validation')[0]}
-    for path in glob.glob(os.path.join(readout_dir, 'eval_validation_step*.json')):
-      with open(path) as f:
-        evals['24 frames, 8-frame slices'] = json.load(f)
-    table[backbone] = dict(
-        backbone=backbone, features=config['readout']['features'],
-        finetune=config['readout']['finetune'],
-        pretrain_steps=pretrain['step'], pretrain_psnr_frames_1plus=pretrain['psnr_frames_1plus'],
-        readout_steps=config['num_train_steps'], batch_size=config['batch_size'],
-        resolution=config['data']['resolution'], evals=evals)
-    for protocol, metrics in evals.items():
-      rows.setdefault(protocol, []).append(
-          _row(f'{name} ({config["readout"]["features"]}, frozen)', metrics))
-      rows[protocol + ' trivial'] = [_row(
-          'never-moving point / box, constant depth',
-          {key: metrics.get(trivial) for key, trivial in TRIVIAL.items()})]
-  header = '| model | ' + ' | '.join(c for c, _ in COLUMNS) + ' |'
-  for protocol in ('8 frames, one pass', '24 frames, 8-frame slices'):
-    if protocol not in rows:
-      continue
-    print(f'\n**{protocol}**\n')
-    print(header)
-    print('|' + '---|' * (len(COLUMNS) + 1))
-    print('\n'.join(rows[protocol] + rows[protocol + ' trivial']))
-  with open(os.path.join(out, 'readout_table.json'), 'w') as f:
-    json.dump(table, f, indent=2)
+  out_dir = flags.FLAGS.out_dir
+  collected = collect(out_dir)
+  if not collected['seeds']:
+    raise app.UsageError(f'No complete seed under {out_dir}; run readout_table.sh.')
+  print(f"Seeds {collected['seeds']}; mean ± std over seeds; ✓: better than the trivial "
+        'baseline by more than 3 std.\n')
+  print(markdown(collected))
+  minutes = {BACKBONES[b]: round(mean_std(r['pretrain minutes'])[0], 1)
+             for b, r in collected['backbones'].items()}
+  print(f'\nPretraining wall-clock (minutes, mean over seeds): {minutes}')
+  with open(os.path.join(out_dir, 'readout_table.json'), 'w') as f:
+    json.dump(collected, f, indent=2)
 
 
 if __name__ == '__main__':
+  # Defined only when this runs as a script, so tests can import the functions.
+  flags.DEFINE_string('out_dir', 'runs/readout_table', 'Directory of the runs.')
   app.run(main)

@@ -13,7 +13,7 @@ is refused.
 Heads (moog.md §10, read from `readout_task.default_readout_config()`): the recurrent
 point and box heads and the dense depth head, each a 3-layer cross-attention transformer
 of width 512 (8 heads, qkv 512, MLP 2048, 16 Fourier bases), reading `states_concat` (the
-official MOVi choice), anchored to their query (our decision, `docs/readout_results.md`).
+official MOVi choice), anchored to their query (our decision, `docs/log/2026-11_readout_experiments_textured_scenes.md`).
 Point budget 64 tracks per clip and 8-frame windows as in the official config;
 `max_instances=23`, every MOVi-E object.
 
@@ -49,7 +49,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "readout"
   config.backbone = "moog"
   config.init_from = ""
-  config.init_from_prefixes = readout_task.BACKBONE_PARTS
 
   config.batch_size = 32
   config.eval_batch_size = 32

@@ -19,7 +19,7 @@ is the tiny pretraining model (read from `moog_tiny.py`, so the two stay in step
 checkpoint trained with another `config.model`, backbone or token selection
 (`config.motion_guided`) is refused. Heads read
 `states_concat` (the official MOVi choice), scaled down like the backbone. Protocol and
-metric names: `moog/readout_task.py`; results: `docs/readout_results.md`.
+metric names: `moog/readout_task.py`; results: `docs/results.md` (the MooG vs Grid table).
 """
 
 import ml_collections
@@ -34,7 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "readout"
   config.backbone = arg or "moog"
   config.init_from = ""
-  config.init_from_prefixes = readout_task.BACKBONE_PARTS
 
   config.num_train_steps = 1000
   config.eval_every_steps = 500
@@ -44,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.data.features = ("video", "depth", "boxes", "tracks")
   config.data.num_tracks = 32
-  config.data.max_instances = 4
+  config.data.max_instances = 5  # The benchmark scenes hold 3-5 objects.
   config.data.random_crop = False
 
   # Set to the pretraining run's values when it was motion-guided (checked at start).
@@ -55,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.readout.num_layers = 1
   config.readout.num_heads = 4
   # Heads of 64 channels, the MOVi head's head size: heads of 16 cap the QK-normed logits
-  # at +-4 and select a track's token much later (docs/readout_results.md).
+  # at +-4 and select a track's token much later (docs/log/2026-11_readout_experiments_textured_scenes.md).
   config.readout.qkv_size = 256
   config.readout.mlp_dim = 128
   config.readout.num_fourier_bases = 8

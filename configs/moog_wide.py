@@ -1,4 +1,4 @@
-r"""MooG 4x wider and twice as deep as `moog_tiny.py`, same 32² synthetic data: for a GPU.
+r"""MooG 4x wider and twice as deep as `moog_tiny.py`, on 32² textured scenes: for a GPU.
 
 Run (on an accelerator; 7,609,603 parameters, 780 GFLOP per step at batch 32):
   python -m moog.main --config=configs/moog_wide.py --workdir=DIR
@@ -12,7 +12,10 @@ same parameter tree), `fine` (encoder stride 2 instead of 4: a 16 x 16 encoder g
 It asks whether the tiny model's limits on this data are its size: tokens 256 wide
 (tiny: 64), 4 heads of 64, MLPs 1024, two-layer predictor and corrector, four-layer
 decoder, encoder channels 64-128-256; batch 32, peak learning rate 5e-4 after 500 warm-up
-steps, a 5,000-step cosine schedule; the rest as `moog_tiny.py`.
+steps, a 5,000-step cosine schedule; the rest as `moog_tiny.py`, except that it keeps the
+data and initial state it was measured with: the textured motion-class scenes
+(`synthetic_movi/32x32_24f`) and the paper's near-identical initial tokens
+(`model.state_init='noise'`).
 
 Measured on one H100 (2026-11-22; docs/results.md, "On an accelerator", has the commands;
 three runs shared the GPU, 6-33 steps/s each; each run was cut after 8 minutes), next-frame
@@ -40,6 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"configs/moog_wide.py: argument {arg!r}; known: at most one of "
                      f"{_BACKBONES}, and 'fine'.")
   config = moog_tiny.get_config()
+  config.data.name = "synthetic_movi/32x32_24f"
+  config.model.state_init = "noise"
+  config.model.state_init_scale = 1e-4
   config.num_train_steps = 5000
   config.batch_size = 32
   config.eval_every_steps = 1000

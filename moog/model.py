@@ -39,7 +39,8 @@ from videolib import checkpoint
 
 STATE_NORM_EPSILON = 1e-4
 # Fields added to `config.model` after runs existed, at the value those runs used.
-checkpoint.register_added_config_fields({'model.decoder_self_attention': False})
+checkpoint.register_added_config_fields({'model.decoder_self_attention': False,
+                                          'model.state_init': 'noise'})
 # Loop unrolling and rematerialisation change speed and memory, not the function: a run
 # resumes, or initialises another, whatever their values.
 checkpoint.register_execution_only_config_fields(('model.scan_unroll', 'model.remat'))
@@ -77,6 +78,11 @@ class MooG(nn.Module):
     num_tokens: number of state tokens n.
     token_dim: state width d.
     state_init_scale: std of the non-learned initial noise before the state norm.
+    state_init: 'noise' (the paper's: `LN(scale * N(0, 1))`, no identity per token) or
+      'learned' (`LN(tokens + scale * N(0, 1))` with learned `initial_tokens` [n, d]: each
+      token starts from its own learned vector, so the corrector's queries differ from
+      the first frame and the tokens need not break their symmetry through noisy
+      gradients; see configs/moog_tiny.py).
     subsample_factor_train: decoder lattice stride in training (random phase).
     subsample_factor_eval: decoder lattice stride at evaluation (phase 0).
     remat: rematerialise each time step in the backward pass.
@@ -100,6 +106,7 @@ class MooG(nn.Module):
   num_tokens: int
   token_dim: int
   state_init_scale: float = 1e-4
+  state_init: str = 'noise'
   subsample_factor_train: int = 8
   subsample_factor_eval: int = 4
   remat: bool = False
@@ -112,13 +119,21 @@ class MooG(nn.Module):
     self.state_norm = nn.LayerNorm(
         epsilon=STATE_NORM_EPSILON, use_bias=False, use_scale=True, dtype=self.dtype
     )
+    if self.state_init == 'learned':
+      self.initial_tokens = self.param('initial_tokens', nn.initializers.normal(1.0),
+                                       (self.num_tokens, self.token_dim))
+    elif self.state_init != 'noise':
+      raise ValueError(f"state_init must be 'noise' or 'learned', got {self.state_init!r}.")
 
   def initial_state(self, batch_shape: tuple[int, ...]) -> Float[Array, '*b n d']:
-    """Normed non-learned noise `LN(scale * N(0, 1))`, fresh per sample and call."""
-    noise = jax.random.normal(
+    """Normed noise `LN(scale * N(0, 1))`, fresh per sample and call, around the learned
+    `initial_tokens` when `state_init='learned'`."""
+    noise = self.state_init_scale * jax.random.normal(
         self.make_rng('default'), batch_shape + (self.num_tokens, self.token_dim)
     )
-    return self.state_norm(self.state_init_scale * noise)
+    if self.state_init == 'learned':
+      noise = noise + self.initial_tokens
+    return self.state_norm(noise)
 
   def encode(self, video: Float[Array, '*b T H W 3']) -> Float[Array, '*b T N D']:
     """Encodes every frame independently."""
@@ -412,6 +427,7 @@ def paper_movi_model_config() -> ml_collections.ConfigDict:
           remat=True,
           scan_unroll=1,
           state_init_scale=1e-4,
+          state_init='noise',
           compute_dtype='float32',
       )
   )
@@ -458,6 +474,7 @@ def tiny_model_config() -> ml_collections.ConfigDict:
           remat=False,
           scan_unroll=1,
           state_init_scale=1e-4,
+          state_init='noise',
           compute_dtype='float32',
       )
   )
@@ -555,6 +572,7 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
       num_tokens=c.num_tokens,
       token_dim=c.token_dim,
       state_init_scale=c.state_init_scale,
+      state_init=c.get('state_init', 'noise'),  # Configs written before the field.
       subsample_factor_train=c.subsample_factor_train,
       subsample_factor_eval=c.subsample_factor_eval,
       remat=c.remat,

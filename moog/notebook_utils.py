@@ -49,8 +49,8 @@ from videolib import metrics as metrics_lib
 from videolib import train
 from videolib.data import pipeline
 
-# Small synthetic split for the quick runs: rendered in seconds on first use.
-QUICK_DATASET = 'synthetic_movi/32x32_8f_train512_val32'
+# Small split of the MooG benchmark for the quick runs: rendered in seconds on first use.
+QUICK_DATASET = 'synthetic_movi/32x32_8f_objects_train512_val32'
 
 # (row label, metric key of the readout, metric key of its trivial baseline, baseline name).
 METRIC_ROWS = (
@@ -185,8 +185,12 @@ def load_readout_task(run: Run) -> readout_task.ReadoutTask:
 
 
 def backbone_matches(pretrained: Run, readout: Run) -> bool:
-  """Whether the readout run's backbone parameters equal the pretraining run's, bitwise."""
-  for part in readout_task.BACKBONE_PARTS:
+  """Whether the readout run's backbone parameters equal the pretraining run's, bitwise.
+
+  The pretraining run's parameters are the backbone, all of them (`initial_tokens`
+  included when learned).
+  """
+  for part in pretrained.params:
     left, right = pretrained.params.get(part), readout.params.get(part)
     if left is None or right is None:
       return False

@@ -1,8 +1,8 @@
 """Readout heads (points, depth, boxes) trained on frozen MooG / Grid / Grid Rec. states.
 
 The task for the shared trainer (`videolib/train.py`). Its parameters are one flat dict:
-the backbone's parts (`encoder`, `predictor`, `corrector`, `decoder`, `state_norm`),
-loaded from the pretraining run `config.init_from` (`config.init_from_prefixes` names
+the backbone's parts (`encoder`, `predictor`, `corrector`, `decoder`, `state_norm`, and
+`initial_tokens` with `model.state_init='learned'`), loaded from the pretraining run `config.init_from` (`ReadoutTask.init_from_prefixes` names
 exactly those parts), next to the heads `point_readout`, `depth_readout`,
 `box_readout`. With `config.readout.finetune=False` (the default) the backbone is frozen
 twice over: the heads stop gradients into its states, and `frozen_params` makes the
@@ -65,6 +65,15 @@ from videolib import checkpoint
 from videolib import metrics as metrics_lib
 
 BACKBONE_PARTS = ('corrector', 'decoder', 'encoder', 'predictor', 'state_norm')
+
+
+def backbone_parts(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Top-level parameter names of the backbone `model_config` builds, sorted.
+
+  `BACKBONE_PARTS`, plus the learned `initial_tokens` of `state_init='learned'`.
+  """
+  learned = model_config.get('state_init', 'noise') == 'learned'
+  return tuple(sorted(BACKBONE_PARTS + (('initial_tokens',) if learned else ())))
 HEADS = ('points', 'depth', 'boxes')
 RECURRENT_HEADS = ('points', 'boxes')
 HEAD_PARAMS = {'points': 'point_readout', 'depth': 'depth_readout', 'boxes': 'box_readout'}
@@ -248,6 +257,7 @@ class ReadoutTask:
   def __init__(self, config: ml_collections.ConfigDict):
     self.backbone_kind = grid_baselines.backbone_kind(config)
     self.backbone = grid_baselines.build_backbone(self.backbone_kind, config.model)
+    self.backbone_parts = backbone_parts(config.model)
     self.readout_config = config.readout
     c = config.readout
     head_args = dict(num_layers=c.num_layers, num_heads=c.num_heads, qkv_size=c.qkv_size,
@@ -306,14 +316,15 @@ class ReadoutTask:
       raise ValueError(f'config.data.resolution={resolution} is not divisible by '
                        f'config.readout.depth_subsample_train={c.depth_subsample_train}.')
     if config.init_from:
-      prefixes = tuple(sorted(config.get('init_from_prefixes', ())))
-      if prefixes != BACKBONE_PARTS:
-        raise ValueError(f'config.init_from_prefixes={prefixes} must be {BACKBONE_PARTS}: '
-                         'exactly the backbone is loaded, the heads start fresh.')
       check_backbone_checkpoint(config)
     else:
       logging.warning('config.init_from is empty: readouts train on a randomly initialised '
                       'backbone (a random-features baseline, not a pretrained one).')
+
+  def init_from_prefixes(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """What `config.init_from` loads: exactly the backbone; the heads start fresh."""
+    del config
+    return self.backbone_parts
 
   def validate_batch(self, batch: dict[str, np.ndarray]) -> None:
     """Host-side input checks (`readouts.validate_readout_batch`); raises ValueError."""
@@ -323,7 +334,7 @@ class ReadoutTask:
     """True on every backbone leaf unless fine-tuning; heads are always trained."""
     labels = {}
     for name, subtree in params.items():
-      frozen = name in BACKBONE_PARTS and not self.readout_config.finetune
+      frozen = name in self.backbone_parts and not self.readout_config.finetune
       labels[name] = jax.tree.map(lambda _: frozen, subtree)
     return labels
 
@@ -331,7 +342,7 @@ class ReadoutTask:
 
   def _initial_carry(self, params, batch_size, rng, point_queries, query_boxes):
     """MooG's random initial state and the readouts' embedded conditioning."""
-    backbone_params = {'params': {k: params[k] for k in BACKBONE_PARTS}}
+    backbone_params = {'params': {k: params[k] for k in self.backbone_parts}}
     carry = {'backbone': self.backbone.apply(backbone_params, (batch_size,),
                                              method=self.backbone.initial_state,
                                              rngs={'default': rng})}
@@ -371,7 +382,7 @@ class ReadoutTask:
       [B, L, N], 'visibility_logit', 'certainty_logit' [B, L, N], 'boxes'
       [B, L, K, 4], 'log_depth' [B, L, h, w, 1].
     """
-    backbone_params = {'params': {k: params[k] for k in BACKBONE_PARTS}}
+    backbone_params = {'params': {k: params[k] for k in self.backbone_parts}}
     states = self.backbone.apply(backbone_params, video, train=False, state=carry['backbone'],
                                  encoder_token_mask=encoder_token_mask)
     new_carry, outputs = {'backbone': states['state']}, {}

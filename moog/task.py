@@ -5,9 +5,11 @@ Evaluation reports, over the eval split (padding examples excluded by `_mask`):
   offset 0);
 - `psnr`: next-frame PSNR per image, averaged over every frame (frame 0 is predicted from
   the random initial state, so it drags this number down);
-- `psnr_frames_1plus` and `psnr_repeat_previous_frame`: PSNR over frames 1..T-1 of the
-  model's prediction and of the trivial "the next frame equals this frame" predictor, on
-  the same pixels. The model must beat the latter to have learned anything about motion.
+- `psnr_frames_1plus`, `psnr_repeat_previous_frame`, `psnr_mean_colour`: PSNR over
+  frames 1..T-1 of the model's prediction and, on the same pixels, of two trivial
+  predictors: "the next frame equals this frame", and each frame's own mean colour (the
+  best a spatially constant prediction can do). A model above the second has left the
+  mean-colour plateau; above the first it has learned something about motion.
 
 `config.motion_guided` (optional, `moog/motion_guided.py`) hides the least-moving encoder
 tokens of every frame t >= 1 from the corrector, in training, evaluation and summaries.
@@ -104,11 +106,17 @@ class MooGTask:
     # At eval the lattice phase is 0 for every frame, so targets[t - 1] sits on the same
     # pixels as targets[t]: the repeat-previous-frame prediction.
     repeat_psnr = moog_model.psnr_per_image(targets[:, :-1], targets[:, 1:])
+    # Each frame predicted by its own mean colour: the best any spatially constant
+    # prediction scores, an upper bound on the mean-colour plateau.
+    mean_colour = jnp.broadcast_to(jnp.mean(targets[:, 1:], axis=(2, 3), keepdims=True),
+                                   targets[:, 1:].shape)
+    mean_colour_psnr = moog_model.psnr_per_image(mean_colour, targets[:, 1:])
     return {
         "loss": metrics.example_masked_sum(squared_error, mask),
         "psnr": metrics.example_masked_sum(psnr, mask),
         "psnr_frames_1plus": metrics.example_masked_sum(psnr[:, 1:], mask),
         "psnr_repeat_previous_frame": metrics.example_masked_sum(repeat_psnr, mask),
+        "psnr_mean_colour": metrics.example_masked_sum(mean_colour_psnr, mask),
     }
 
   def summaries(self, params, batch, rng):

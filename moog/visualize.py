@@ -12,7 +12,9 @@ first `--num_tokens` state tokens (coloured dots with their trails so far; see
 `moog/token_tracking.py`) next to the model's full-resolution prediction of that frame
 from the frames before it. The token-consistency score over the rendered videos, with
 the ground-truth segmentations, is printed as JSON together with the GIF's path, frame
-count and size. Only GIF output is supported (no ffmpeg is needed).
+count and size. Only GIF output is supported (no ffmpeg is needed). `--still=PATH.png`
+also writes one picture of the same videos without token tracks: per video, the real
+frames 1..T-1 side by side above the model's predictions of them.
 """
 
 import functools
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
+from PIL import Image
 import tqdm
 
 from moog import grid_baselines
@@ -44,6 +47,7 @@ _NUM_VIDEOS = flags.DEFINE_integer('num_videos', 2, 'Validation videos to render
 _NUM_TOKENS = flags.DEFINE_integer('num_tokens', 16, 'State tokens whose tracks are drawn.')
 _FPS = flags.DEFINE_float('fps', 4.0, 'GIF frame rate.')
 _SCALE = flags.DEFINE_integer('scale', 8, 'Nearest-neighbour upscaling of the frames.')
+_STILL = flags.DEFINE_string('still', None, 'Optional PNG: real frames above predictions.')
 
 
 
@@ -154,6 +158,7 @@ def visualize_run(
     num_tokens: int = 16,
     fps: float = 4.0,
     scale: int = 8,
+    still_path: str | None = None,
 ) -> dict:
   """Writes the token-track GIF of a run (see the module docstring).
 
@@ -165,6 +170,7 @@ def visualize_run(
     num_tokens: state tokens drawn (the first ones; all if the model has fewer).
     fps: GIF frame rate.
     scale: upscaling factor of the drawn frames.
+    still_path: optional PNG path: per video, real frames 1..T-1 above their predictions.
 
   Returns:
     `{'out', 'num_frames', 'size' (width, height), 'token_consistency',
@@ -210,10 +216,22 @@ def visualize_run(
     ]
     gif_frames.append(np.concatenate(rows, axis=0))
   writers.write_gif(out_path, np.stack(gif_frames), fps)
+  if still_path:
+    rows = [np.concatenate(list(frames[1:]), axis=1)
+            for v in range(len(video)) for frames in (video_uint8[v], predicted_uint8[v])]
+    Image.fromarray(token_tracking.upscale(np.concatenate(rows, axis=0), scale)).save(
+        still_path)
   height, width = gif_frames[0].shape[:2]
-  return dict(out=out_path, num_frames=num_frames, size=[width, height],
-              token_consistency=float(consistency['consistency']),
-              bound_token_fraction=float(consistency['bound_fraction']))
+  result = dict(out=out_path, num_frames=num_frames, size=[width, height],
+                token_consistency=float(consistency['consistency']),
+                bound_token_fraction=float(consistency['bound_fraction']))
+  if np.isnan(result['token_consistency']):
+    result['note'] = (
+        'token_consistency is NaN because no token is bound: at frame 0 no token attends '
+        'to any ground-truth segment at least twice as much as uniform attention would. '
+        'This is what a model on the mean-colour plateau (spatially constant predictions) '
+        'looks like; train longer, or check that next-frame PSNR is above psnr_mean_colour.')
+  return result
 
 
 def main(argv):
@@ -222,6 +240,7 @@ def main(argv):
   result = visualize_run(
       _WORKDIR.value, _OUT.value, _CONFIG.value, num_videos=_NUM_VIDEOS.value,
       num_tokens=_NUM_TOKENS.value, fps=_FPS.value, scale=_SCALE.value,
+      still_path=_STILL.value,
   )
   print(json.dumps(result))
 

@@ -56,12 +56,15 @@ def _neighbourhood(image, target_points):
                    for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_tracks_follow_their_surface_exactly(seed):
+@pytest.mark.parametrize("scene_kind,seed", [("classes", s) for s in range(6)]
+                         + [("objects", s) for s in range(3)]
+                         + [("objects_camera", s) for s in range(3)])
+def test_tracks_follow_their_surface_exactly(scene_kind, seed):
+  config = dataclasses.replace(_CONFIG, scene=scene_kind)
   rng = np.random.default_rng(seed)
-  scene = scenes.sample_scene(rng, _CONFIG)
-  frames = scenes.render(scene, _CONFIG)
-  tracks = scenes.sample_tracks(scene, _CONFIG, frames["segmentations"], rng)
+  scene = scenes.sample_scene(rng, config)
+  frames = scenes.render(scene, config)
+  tracks = scenes.sample_tracks(scene, config, frames["segmentations"], rng)
   seg, video, depth = (frames[k][..., 0] if k != "video" else frames[k]
                        for k in ("segmentations", "video", "depth"))
   ids, occluded, points = (tracks[k] for k in ("track_instances", "occluded", "target_points"))
@@ -72,12 +75,15 @@ def test_tracks_follow_their_surface_exactly(seed):
   np.testing.assert_array_equal(seg[q_frame, q_y, q_x], ids)
   np.testing.assert_allclose(points[n, q_frame], query[:, [2, 1]], atol=1e-4)
   assert not occluded[n, q_frame].any()
-  # While visible a point's pixel shows its own segment; only a point within a
-  # pixel of a shape boundary may fall on a neighbouring segment's pixel.
+  # While visible a point's pixel shows its own segment; only a point within a pixel
+  # of a shape boundary may fall on a neighbouring segment's pixel. The rare exception
+  # is a sub-pixel sliver: a triangle's tip peeking out beside a nearer object's edge,
+  # where the point is visible but no pixel centre of its object is (1 in ~2,700 visible
+  # entries in the moving-camera seed 0).
   visible = ~occluded
   own = _pixel_values(seg, points) == ids[:, None]
   assert own[visible].mean() > 0.95
-  assert (_neighbourhood(seg, points) == ids[:, None]).any(0)[visible].all()
+  assert (_neighbourhood(seg, points) == ids[:, None]).any(0)[visible].mean() > 0.999
   # Flat objects: a tracked object point keeps its object's colour.
   on_object = visible & own & (ids[:, None] > 0)
   assert on_object.sum() > 100
@@ -85,7 +91,7 @@ def test_tracks_follow_their_surface_exactly(seed):
   np.testing.assert_array_equal(_pixel_values(video, points)[on_object], colours[on_object])
   # ... and the depth map there is the object's depth (flat objects).
   _, _, _, object_depths = scenes.object_states(
-      scene, scenes.frame_times(_CONFIG), np.array([1.0, 1.0]))
+      scene, scenes.frame_times(config), np.array([1.0, 1.0]))
   point_depth = np.where(ids[:, None] > 0, object_depths.T[np.maximum(ids - 1, 0)], np.inf)
   np.testing.assert_allclose(_pixel_values(depth, points)[on_object],
                              point_depth[on_object], rtol=1e-5)
@@ -96,6 +102,56 @@ def test_tracks_follow_their_surface_exactly(seed):
   assert (~own)[hidden].mean() > 0.8
   nearer = _neighbourhood(depth, points).min(0) < np.minimum(point_depth, 8.5)
   assert nearer[hidden].all()
+
+
+def _frame0_displacements(scene_kind: str, num_videos: int = 24):
+  """Distance [px] of frame-0-visible points from their frame-0 position at frame 7.
+
+  Also returns, per point, whether it ever moves more than 0.5 px within the 8 frames.
+  """
+  config = scenes.SceneConfig(height=32, width=32, num_frames=8, num_tracks=128,
+                              scene=scene_kind)
+  last, moves = [], []
+  for i in range(num_videos):
+    ex = scenes.generate(config, [5, i])
+    points, occluded = ex["target_points"], ex["occluded"]
+    keep = ~occluded[:, 0] & ~occluded[:, -1]
+    distance = np.linalg.norm(points - points[:, :1], axis=-1)[keep]
+    last.append(distance[:, -1])
+    moves.append(distance.max(-1) > 0.5)
+  return np.concatenate(last), np.concatenate(moves)
+
+
+def test_objects_scenes_carry_content_across_encoder_cells():
+  """The MooG benchmark's point: in an 8-frame 32x32 clip, a typical point crosses
+  at least one 4-pixel encoder cell; the textured motion-class scenes barely move."""
+  objects_last, objects_moves = _frame0_displacements("objects")
+  camera_last, camera_moves = _frame0_displacements("objects_camera")
+  classes_last, _ = _frame0_displacements("classes")
+  assert np.median(objects_last) > 4.0, np.median(objects_last)
+  assert np.median(camera_last) > 4.0, np.median(camera_last)
+  assert np.median(classes_last) < 2.0, np.median(classes_last)
+  # The static-camera floor never moves; with the camera moving everything does.
+  assert 0.1 < 1 - objects_moves.mean() < 0.5
+  assert 1 - camera_moves.mean() < 0.01
+
+
+def test_objects_scenes_are_smoothly_shaded_rigid_objects():
+  config = scenes.SceneConfig(height=64, width=64, num_frames=4, scene="objects")
+  ex = scenes.generate(config, [2, 0])
+  video, seg = ex["video"].astype(np.int32), ex["segmentations"][..., 0]
+  assert 3 <= ex["num_instances"] <= 5
+  for k in range(1, ex["num_instances"] + 1):
+    inside = seg[0] == k
+    # Neighbouring pixels of one object differ by a few levels, not by a pattern's jump.
+    same = inside[:, 1:] & inside[:, :-1]
+    if same.sum() < 20:
+      continue
+    step = np.abs(video[0, :, 1:] - video[0, :, :-1]).max(-1)[same]
+    assert np.percentile(step, 95) <= 12, k
+    assert len(np.unique(video[0][inside].reshape(-1, 3), axis=0)) > 5, k  # shaded
+  with pytest.raises(ValueError, match="scene must be one of"):
+    scenes.SceneConfig(scene="cubes")
 
 
 def test_points_leave_the_frame_as_occluded():

@@ -198,32 +198,56 @@ def test_tapvid_split_batches_accumulate_to_one_batch():
   assert float(whole['average_jaccard'][1]) == 4.0
 
 
-def test_tapvid_video_without_visible_entries_is_excluded_and_counted():
+def test_tapvid_video_without_visible_ground_truth_scores_as_tapnet():
+  """A video whose scored ground truth is all occluded, hand-computed as tapnet does.
+
+  Video 0 is the golden video (AJ 0.4143). Video 1 has the golden predictions but every
+  ground-truth point occluded: no visible GT, and the prediction says visible on 4 of its
+  6 scored entries, so Jaccard = TP / (GT visible + FP) = 0 / (0 + 4) = 0 at every
+  threshold and the video counts; its < δ is 0/0 and is left out. Video 2 has everything
+  occluded, prediction too: Jaccard 0/0, left out of every mean but occlusion accuracy.
+  """
   golden = _golden_batch()
-  empty = {k: v.copy() for k, v in golden.items()}
-  empty['occluded'][:] = True  # no visible scored entry: every ratio but OA is 0/0
-  batch = {k: np.concatenate([golden[k], empty[k]], axis=0) for k in golden}
+  no_visible_gt = {k: v.copy() for k, v in golden.items()}
+  no_visible_gt['occluded'][:] = True
+  nothing_visible = {k: v.copy() for k, v in no_visible_gt.items()}
+  nothing_visible['pred_occluded'][:] = True
+  batch = {k: np.concatenate([golden[k], no_visible_gt[k], nothing_visible[k]], axis=0)
+           for k in golden}
   sums = metrics.tapvid_metrics(**batch, image_size=(256, 256), query_mode='strided')
   values = metrics.finalize(sums)
   assert all(np.isfinite(v) for v in values.values())
-  assert float(sums['average_jaccard'][1]) == 1.0
-  assert round(values['average_jaccard'], 4) == 0.4143
-  assert values['videos_without_visible'] == 0.5
-  # OA stays defined for the empty video: GT all occluded, predictions visible except
-  # B at frames 2, 3 -> 2 of 6 scored entries right.
-  assert values['occlusion_accuracy'] == pytest.approx((5 / 6 + 2 / 6) / 2)
+  assert float(sums['average_jaccard'][1]) == 2.0
+  assert float(sums['jaccard_4'][1]) == 2.0
+  assert values['average_jaccard'] == pytest.approx((0.414286 + 0.0) / 2, abs=1e-5)
+  assert values['jaccard_4'] == pytest.approx((0.5 + 0.0) / 2)
+  assert float(sums['average_pts_within_thresh'][1]) == 1.0
+  assert values['average_pts_within_thresh'] == pytest.approx(0.72)
+  assert values['videos_without_visible'] == pytest.approx(2 / 3)
+  # OA is defined for all three: GT all occluded; video 1 predicts occluded on 2 of its 6
+  # scored entries (B at frames 2, 3), video 2 on all 6.
+  assert values['occlusion_accuracy'] == pytest.approx((5 / 6 + 2 / 6 + 1.0) / 3)
 
 
-def test_tapvid_query_frame_outside_clip_is_ignored():
+@pytest.mark.parametrize('jit', [False, True])
+def test_tapvid_query_frame_outside_clip_is_an_error(jit):
   batch = _golden_batch()
   out_of_clip = {k: np.concatenate([v, v[:, :1]], axis=1) for k, v in batch.items()}
   out_of_clip['query_points'][0, 2, 0] = 7.0  # T = 4
-  out_of_clip['pred_points'][0, 2] = 1e6
-  for mode in ('strided', 'first'):
-    _assert_same_sums(
-        metrics.tapvid_metrics(**batch, image_size=(256, 256), query_mode=mode),
-        metrics.tapvid_metrics(**out_of_clip, image_size=(256, 256), query_mode=mode),
-    )
+  fn = _jit_tapvid if jit else metrics.tapvid_metrics
+  with pytest.raises(Exception, match='query frame outside the clip') as error:
+    jax.block_until_ready(fn(**out_of_clip, image_size=(256, 256), query_mode='first'))
+  assert 'example 0 track 2' in str(error.value)
+  # The same track marked as padding, or in a padding example, is fine.
+  tracks_valid = np.array([[True, True, False]])
+  values = metrics.finalize(fn(**out_of_clip, tracks_valid=tracks_valid,
+                               image_size=(256, 256), query_mode='first'))
+  assert round(values['average_jaccard'], 4) == GOLDEN['first']['average_jaccard']
+  padded_example = {k: np.concatenate([v, out_of_clip[k]], axis=0)
+                    for k, v in {k: np.concatenate([v, v[:, :1]], axis=1)
+                                 for k, v in batch.items()}.items()}
+  fn(**padded_example, mask=np.array([True, False]), image_size=(256, 256),
+     query_mode='first')
 
 
 def test_tapvid_rejects_unknown_query_mode():

@@ -236,6 +236,32 @@ def test_initial_state_is_normed_small_noise(tiny):
   assert not np.allclose(states, other)  # per forward pass (rng)
 
 
+def test_learned_initial_state_gives_each_token_its_own_start():
+  config = moog_model.tiny_model_config()
+  noise_params = _param_shapes(config)
+  config.state_init = 'learned'
+  model = moog_model.build_moog(config)
+  params = _param_shapes(config)
+  # Exactly one extra parameter, the [n, d] initial tokens; the rest is unchanged.
+  assert params['initial_tokens'].shape == (8, 32)
+  assert _count(params) == _count(noise_params) + 8 * 32
+  assert jax.tree.structure({k: v for k, v in params.items() if k != 'initial_tokens'}) == (
+      jax.tree.structure(noise_params))
+  tokens = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
+  variables = {'params': {'initial_tokens': jnp.asarray(tokens),
+                          'state_norm': {'scale': jnp.ones(32)}}}
+  states = model.apply(variables, (3,), method=moog_model.MooG.initial_state,
+                       rngs={'default': jax.random.key(0)})
+  # LN(tokens + 1e-4 noise): per token its own normed vector, the same for every sample.
+  normed = (tokens - tokens.mean(-1, keepdims=True)) / np.sqrt(
+      tokens.var(-1, keepdims=True) + moog_model.STATE_NORM_EPSILON)
+  for sample in states:
+    np.testing.assert_allclose(sample, normed, atol=1e-3)
+  with pytest.raises(ValueError, match="state_init must be 'noise' or 'learned'"):
+    config.state_init = 'zeros'
+    _param_shapes(config)
+
+
 def test_prediction_uses_only_past_frames(tiny):
   def run(video):
     return tiny.run(tiny.variables, video, tiny.initial_state, jax.random.key(3), train=False)

@@ -1,6 +1,7 @@
 """MooG through the shared trainer: learning, resuming, describing, config errors."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -49,8 +50,10 @@ def test_training_lowers_the_loss_and_evaluates_against_the_repeat_baseline(data
   assert result["eval_psnr"] == pytest.approx(evals[-1]["psnr"])
   assert list((tmp_path / "summaries").glob("next_frame_prediction_*.gif"))
   (trajectories,) = (tmp_path / "summaries").glob("token_trajectories_*.gif")
-  with Image.open(trajectories) as gif:  # 16x16 frames drawn 4x larger, one GIF frame per step.
-    assert (gif.size, gif.n_frames) == ((64, 64 * config.num_summary_videos), 4)
+  # 16x16 frames drawn 4x larger, then doubled to the GIFs' 128-pixel minimum; videos side
+  # by side, one GIF frame per step.
+  with Image.open(trajectories) as gif:
+    assert (gif.size, gif.n_frames) == ((128 * config.num_summary_videos, 128), 4)
   # Eval-only from another run's parameters (no checkpoint of its own) gives the same numbers.
   eval_config = _tiny_config(data_dir, init_from=str(tmp_path))
   eval_dir = tmp_path / "eval_only"
@@ -115,6 +118,39 @@ def test_unknown_config_field_on_the_command_line_is_an_error_naming_it():
       capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode != 0
   assert "num_train_stepz" in result.stderr
+
+
+def test_console_shows_eval_results_hides_library_logs_and_says_when_a_run_is_complete(
+    data_dir, tmp_path):
+  command = [
+      sys.executable, "-m", "moog.main", "--config=configs/moog_tiny.py",
+      f"--workdir={tmp_path}", f"--config.data.data_dir={data_dir}",
+      f"--config.data.name={tiny_configs.DATASET}", "--config.data.resolution=16",
+      "--config.data.num_frames=4", "--config.data.num_eval_examples=16",
+      "--config.num_train_steps=4", "--config.eval_every_steps=4",
+      "--config.checkpoint_every_steps=2", "--config.log_every_steps=2",
+      "--config.num_summary_videos=0", "--config.model.scan_unroll=1"]
+  first = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+  console = first.stdout + first.stderr
+  number = r"-?\d+(\.\d+)?"
+  assert re.search(rf"eval step 4 \(validation\): .*psnr_frames_1plus {number}, "
+                   rf"psnr_mean_colour {number}, psnr_repeat_previous_frame {number}",
+                   console), console
+  assert "Parameters per part" in console  # This project's INFO lines stay...
+  assert "checkpoint_manager.py" not in console  # ... orbax's (about 40 per save) go.
+  again = subprocess.run(command + ["--library_logs"], capture_output=True, text=True,
+                         timeout=300, check=True)
+  assert "is complete: its newest checkpoint is at step 4" in again.stdout
+  assert "larger --config.num_train_steps" in again.stdout
+  assert "checkpoint_manager.py" in again.stderr  # --library_logs brings them back.
+
+
+def test_describe_prints_flops_with_units(data_dir):
+  config = _tiny_config(data_dir)
+  description = train.describe(config, moog_task.MooGTask(config))
+  gflop = description["train_step_flops"] / 1e9
+  assert description["train_step"].startswith(f"{gflop:,.1f} GFLOP per step at batch 8 (")
+  assert f"{gflop / 8:,.2f} GFLOP per example" in description["train_step"]
 
 
 def test_paper_config_has_the_official_parameter_count():

@@ -27,3 +27,13 @@ def test_displacements_count_only_visible_frames_of_valid_tracks_of_real_videos(
   assert rows[1]["mean_px"] == 3.0 and rows[1]["beyond_2px"] == 1.0
   assert rows[2]["median_px"] == 2.5 and rows[2]["beyond_4px"] == 0.5
   assert rows[2]["beyond_0.5px"] == 0.5
+
+
+def test_never_moving_fraction_counts_tracks_within_half_a_pixel_on_every_counted_frame():
+  distance = np.array([[[0.0, 0.2, 0.4], [0.0, 0.2, 3.0], [0.0, 9.0, 9.0], [0.0, 0.0, 0.0]]])
+  counted = np.array([[[1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]]], bool)
+  # Track 1's move is on an uncounted frame; track 2 has only its query frame; track 3
+  # has no counted frame and is left out.
+  assert point_motion.never_moving_fraction(distance, counted) == 1.0
+  counted[0, 1, 2] = True
+  assert point_motion.never_moving_fraction(distance, counted) == 2 / 3

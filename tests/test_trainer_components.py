@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 import pytest
 from jax.sharding import NamedSharding
@@ -179,12 +180,19 @@ def test_writer_writes_jsonl_tensorboard_and_gif(tmp_path):
   writer = writers.MetricWriter(str(tmp_path), enabled=True)
   writer.write_scalars(3, {"loss": np.float32(0.5), "psnr": 20.0}, split="validation")
   video = np.zeros((2, 4, 8, 8, 3), np.uint8)
+  video[1, :, 0, 0] = 255  # Top-left pixel of the second video.
+  video[0, :, 7, 7] = np.arange(4)[:, None] * 60  # Frames differ (Pillow merges repeats).
   writer.write_videos(3, {"prediction": video})
   writer.close()
   record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
   assert record == {"step": 3, "split": "validation", "loss": 0.5, "psnr": 20.0}
   assert os.listdir(tmp_path / "tensorboard")
-  assert (tmp_path / "summaries" / "prediction_00000003.gif").stat().st_size > 0
+  # Videos side by side, each 8x8 frame upscaled 16x to the 128-pixel minimum.
+  with Image.open(tmp_path / "summaries" / "prediction_00000003.gif") as gif:
+    assert (gif.size, gif.n_frames) == ((256, 128), 4)
+    frame = np.asarray(gif.convert("RGB"))
+  assert frame[:16, 128:144].min() == 255 and frame[16:, 128:].max() == 0
+  assert frame[:112, :128].max() == 0  # Video 0's varying pixel is its last 16 rows.
 
 
 def _tensorboard_scalars(logdir, tag):

@@ -214,7 +214,7 @@ def test_cli_writes_a_gif_of_token_tracks_next_to_predictions(trained_workdir, t
   out = tmp_path / "tokens.gif"
   result = subprocess.run(
       [sys.executable, "-m", "moog.visualize", f"--workdir={trained_workdir}", f"--out={out}",
-       "--num_videos=2", "--num_tokens=4", "--scale=4"],
+       "--num_videos=2", "--num_tokens=4", "--scale=4", f"--still={tmp_path / 'still.png'}"],
       capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -226,6 +226,12 @@ def test_cli_writes_a_gif_of_token_tracks_next_to_predictions(trained_workdir, t
     # Two videos stacked; input-with-tracks beside the prediction; 16x16 frames at scale 4.
     assert gif.size == (2 * 16 * 4, 2 * 16 * 4)
   assert summary["num_frames"] == 4 and summary["size"] == [128, 128]
+  # A model this untrained binds no token: the NaN consistency comes with its reason.
+  if summary["bound_token_fraction"] == 0.0:
+    assert "no token is bound" in summary["note"]
+  # The still: per video, real frames 1..3 above the predictions, 16x16 at scale 4.
+  with Image.open(tmp_path / "still.png") as still:
+    assert still.size == (3 * 16 * 4, 2 * 2 * 16 * 4)
 
 
 def test_non_gif_output_is_refused_naming_gif(tmp_path):

@@ -18,10 +18,13 @@ Averaging units (evaluation.md §1–§4):
 * Classification: the example; multi-view scores are averaged before scoring.
 
 NaN policy: no function here returns NaN because of masks or padding contents (padding may
-hold NaN or inf). A TAP-Vid video whose ratio would be 0/0 is left out of that metric's
-mean (count 0), and the videos without any visible scored entry are reported;
-`finalize` returns NaN only for a metric whose total count over everything accumulated is
-zero, i.e. a metric that is undefined for the split.
+hold NaN or inf). A TAP-Vid video is scored exactly as tapnet's `compute_tapvid_metrics`
+scores it, except that where tapnet's per-video ratio is 0/0 (NaN in tapnet) the video is
+left out of that metric's mean (count 0): a video with no visible scored ground truth has
+Jaccard TP / (0 + FP) = 0 when the prediction says visible anywhere and is counted, and
+is left out only when the prediction is occluded everywhere too (0/0). The videos without
+any visible scored entry are reported. `finalize` returns NaN only for a metric whose total
+count over everything accumulated is zero, i.e. a metric that is undefined for the split.
 """
 
 from collections.abc import Mapping, Sequence
@@ -118,6 +121,24 @@ def _tapvid_eval_frames(query_frame: jax.Array, num_frames: int, query_mode: str
   raise ValueError(f'query_mode must be one of {QUERY_MODES}, got {query_mode!r}.')
 
 
+def _raise_on_query_frames_outside(outside: np.ndarray, num_frames: int) -> None:
+  if np.any(outside):
+    example, track = (int(i[0]) for i in np.nonzero(outside))
+    raise ValueError(
+        f'tapvid_metrics: {int(np.sum(outside))} valid track(s) have a query frame outside '
+        f'the clip [0, {num_frames}), first example {example} track {track}. Shift the '
+        'query frames into the clip, or mark those tracks tracks_valid=False.')
+
+
+def _check_query_frames(query_frame: jax.Array, track_ok: jax.Array, num_frames: int) -> None:
+  """Raises if a valid track's query frame lies outside [0, T); at run time under jit."""
+  outside = track_ok & ((query_frame < 0) | (query_frame >= num_frames))
+  if isinstance(outside, jax.core.Tracer):
+    jax.debug.callback(_raise_on_query_frames_outside, outside, num_frames)
+  else:
+    _raise_on_query_frames_outside(np.asarray(outside), num_frames)
+
+
 def tapvid_metrics(
     query_points: jax.Array,
     target_points: jax.Array,
@@ -138,11 +159,17 @@ def tapvid_metrics(
   256 x 256 evaluation raster, `within_δ` is squared distance strictly below δ², and every
   metric is a ratio of sums over one video's tracks x scored frames.
 
-  Exclusions (never NaN): padding examples (`mask`), padding tracks (`tracks_valid`) and
-  tracks whose rounded query frame lies outside [0, T) contribute nothing. A video with no
-  scored entry is left out of `occlusion_accuracy`; a video with no visible scored entry
-  (the 0/0 case of evaluation.md §1.4) is left out of the position and Jaccard metrics,
-  and is counted in `videos_without_visible` (finalised: fraction of scored videos).
+  Exclusions (never NaN): padding examples (`mask`) and padding tracks (`tracks_valid`)
+  contribute nothing. Where tapnet's ratio is 0/0 the video is left out of that metric's
+  mean: a video with no scored entry is left out of `occlusion_accuracy`; a video with no
+  visible scored entry is left out of `pts_within_*` and counted in
+  `videos_without_visible` (finalised: fraction of scored videos), but it stays in the
+  Jaccard means with Jaccard 0 whenever it predicts a point visible on a scored frame
+  (TP / (GT visible + FP) = 0 / FP, as tapnet scores it).
+
+  A valid track whose rounded query frame lies outside [0, T) is an error (ValueError, or
+  at run time under jit an error raised from a host callback): its scored frames are
+  undefined, and dropping it silently would change which tracks a number averages over.
 
   Args:
     query_points: [B, N, 3] (t, y, x); only t is used. Query frame = round(t).
@@ -168,10 +195,11 @@ def tapvid_metrics(
 
   video_weight = _example_weight(mask, batch_size)
   query_frame = jnp.round(query_points[..., 0]).astype(jnp.int32)
-  track_ok = (query_frame >= 0) & (query_frame < num_frames)
+  track_ok = jnp.broadcast_to(video_weight[:, None] > 0, (batch_size, num_tracks))
   if tracks_valid is not None:
     chex.assert_shape(tracks_valid, (batch_size, num_tracks))
     track_ok &= tracks_valid.astype(bool)
+  _check_query_frames(query_frame, track_ok, num_frames)
   scored = _tapvid_eval_frames(query_frame, num_frames, query_mode) & track_ok[..., None]
 
   (in_h, in_w), (out_h, out_w) = image_size, eval_resolution
@@ -189,6 +217,10 @@ def tapvid_metrics(
   num_visible = per_video_count(visible)
   has_scored = (num_scored > 0).astype(jnp.float32) * video_weight
   has_visible = (num_visible > 0).astype(jnp.float32) * video_weight
+  # Jaccard's denominator GT visible + FP is 0 only if neither GT nor prediction is visible
+  # on any scored frame (with no GT visible, FP is every predicted-visible entry).
+  has_jaccard = ((num_visible + per_video_count(pred_visible)) > 0).astype(
+      jnp.float32) * video_weight
 
   def video_mean(numerator: jax.Array, denominator: jax.Array, weight: jax.Array):
     ratio = numerator / jnp.maximum(denominator, 1.0)
@@ -210,13 +242,13 @@ def tapvid_metrics(
         jnp.sum(within_fracs[-1] * has_visible), jnp.sum(has_visible)
     )
     metrics[f'jaccard_{thresh}'] = _pair(
-        jnp.sum(jaccards[-1] * has_visible), jnp.sum(has_visible)
+        jnp.sum(jaccards[-1] * has_jaccard), jnp.sum(has_jaccard)
     )
   metrics['average_pts_within_thresh'] = _pair(
       jnp.sum(jnp.mean(jnp.stack(within_fracs), axis=0) * has_visible), jnp.sum(has_visible)
   )
   metrics['average_jaccard'] = _pair(
-      jnp.sum(jnp.mean(jnp.stack(jaccards), axis=0) * has_visible), jnp.sum(has_visible)
+      jnp.sum(jnp.mean(jnp.stack(jaccards), axis=0) * has_jaccard), jnp.sum(has_jaccard)
   )
   metrics['videos_without_visible'] = _pair(
       jnp.sum(has_scored * (num_visible == 0)), jnp.sum(has_scored)

@@ -318,9 +318,13 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(0))
   counting_task = task.for_cost_analysis(config) if hasattr(task, "for_cost_analysis") else task
   train_step = make_train_step(counting_task, tx, schedule, config)
+  flops = cost.xla_flops(train_step, abstract_state, spec)
   return dict(
       params=count_params_per_part(abstract_state["params"]),
-      train_step_flops=cost.xla_flops(train_step, abstract_state, spec),
+      train_step_flops=flops,
+      train_step=f"{flops / 1e9:,.1f} GFLOP per step at batch {config.batch_size} "
+                 f"({flops / 1e9 / config.batch_size:,.2f} GFLOP per example; XLA's count, "
+                 "2 FLOPs per multiply-add)",
       batch_size=config.batch_size,
   )
 
@@ -395,12 +399,13 @@ def train_and_evaluate(
   else:
     state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
     if config.init_from:
-      # `init_from_prefixes` (optional field) loads only those top-level subtrees, e.g. a
-      # pretrained backbone under a fresh classifier head; the rest keeps its init.
+      # Prefixes load only those top-level subtrees, e.g. a pretrained backbone under a
+      # fresh head; the rest keeps its init. A task's `init_from_prefixes(config)` decides
+      # (the readouts: exactly their backbone), else the optional config field.
+      prefixes = (task.init_from_prefixes(config) if hasattr(task, "init_from_prefixes")
+                  else tuple(config.get("init_from_prefixes", ())))
       state["params"] = checkpoint.load_params(
-          config.init_from, state["params"], config,
-          prefixes=tuple(config.get("init_from_prefixes", ())),
-      )
+          config.init_from, state["params"], config, prefixes=prefixes)
       logging.info("Initialised parameters from %s.", config.init_from)
 
   # ---- Jitted steps ---------------------------------------------------------------------------
@@ -429,9 +434,32 @@ def train_and_evaluate(
   last_finite_metrics: dict[str, float] = {}
   train_metrics: dict[str, float] = {}
   eval_metrics: dict[str, float] = {}
+  if first_step >= config.num_train_steps:
+    checkpointer.close()
+    writer.close()
+    message = (
+        f"The run in {workdir} is complete: its newest checkpoint is at step {first_step} of "
+        f"config.num_train_steps={config.num_train_steps}. To train further, re-run the same "
+        f"command with a larger --config.num_train_steps (the learning-rate schedule follows "
+        f"the new length); to score it, add --mode=eval.")
+    logging.info(message)
+    return dict(complete=True, step=first_step, message=message)
+  # The bar advances when the host has the step's results (at logged steps), not when a
+  # step is dispatched, and its clock pauses for compilation, evaluation and saving, so
+  # its rate and ETA are those of training steps.
   progress = tqdm.tqdm(total=config.num_train_steps, initial=first_step, unit="step",
-                       disable=jax.process_index() != 0, dynamic_ncols=True)
+                       disable=jax.process_index() != 0, dynamic_ncols=True, smoothing=0.1)
+  progress_step = first_step
   timer_step, timer_start = first_step, time.perf_counter()
+
+  def advance_progress(step: int, **postfix) -> None:
+    nonlocal progress_step
+    if progress_step == first_step:
+      progress.unpause()  # The first step includes compilation.
+    progress.update(step - progress_step)
+    progress_step = step
+    if postfix:
+      progress.set_postfix(postfix, refresh=False)
 
   def check_finite(step: int, logged_metrics: dict[str, float] | None = None):
     """Raises (stop policy) if any step since the last check was non-finite.
@@ -470,7 +498,9 @@ def train_and_evaluate(
         batch = sharding.host_to_global(check_batch(task, next(train_iter)), mesh)
         state, metrics = train_step(state, batch)
         step += 1
-        progress.update(1)
+        if step == first_step + 1:
+          jax.block_until_ready(metrics)  # Compiled: the bar's clock starts now.
+          advance_progress(step)
 
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
           metrics = jax.device_get(metrics)
@@ -484,24 +514,32 @@ def train_and_evaluate(
           check_finite(step, train_metrics)
           if all(np.isfinite(v) for v in train_metrics.values()):
             last_finite_metrics = train_metrics
-          progress.set_postfix(loss=f"{train_metrics['loss']:.4g}")
+          advance_progress(step, loss=f"{train_metrics['loss']:.4g}")
           timer_step, timer_start = step, time.perf_counter()
 
         if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+          advance_progress(step)
           eval_metrics, first_batch = _evaluate(state["params"], config, mesh, eval_fn, task)
           writer.write_scalars(step, eval_metrics, split=config.data.eval_split)
+          if jax.process_index() == 0:
+            progress.write(writers.format_eval_line(step, config.data.eval_split,
+                                                    eval_metrics))
           if config.get("num_summary_videos", 4):  # 0: no video summaries.
             videos = jax.device_get(
                 summaries_fn(state["params"], first_batch, jax.random.key(config.seed)))
             if hasattr(task, "render_summaries"):
               videos = task.render_summaries(videos)
             writer.write_videos(step, videos)
+          progress.unpause()  # Evaluation is not training time.
           timer_step, timer_start = step, time.perf_counter()
 
         stop = preemption.should_stop(step)
         if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or stop:
           check_finite(step)
           checkpointer.save(step, state, train_iter.get_state(), config)
+          advance_progress(step)
+          progress.unpause()  # Saving is not training time.
+          timer_step, timer_start = step, time.perf_counter()
         if stop:
           writer.write_scalars(step, {"signal": preemption.signal_number}, split="preempted")
           logging.warning("Stopped at step %d after signal %d; checkpoint saved to %s/%d.",

@@ -22,6 +22,9 @@ from PIL import Image
 import tensorboardX
 
 
+MIN_GIF_SIDE = 128  # Pixels: summary GIFs of smaller videos are upscaled to this.
+
+
 def write_gif(path: str, frames: np.ndarray, fps: float) -> None:
   """Writes `[T, H, W, 3]` uint8 frames as a looping GIF (Pillow; no ffmpeg needed)."""
   images = [Image.fromarray(frame) for frame in np.asarray(frames, np.uint8)]
@@ -33,6 +36,15 @@ def write_gif(path: str, frames: np.ndarray, fps: float) -> None:
 def _to_python(value: Any) -> Any:
   value = np.asarray(value)
   return value.item() if value.ndim == 0 else value.tolist()
+
+
+def format_eval_line(step: int, split: str, values: Mapping[str, float]) -> str:
+  """One console line of evaluation results, e.g. `eval step 500 (validation): psnr 18.2, ...`.
+
+  Names are sorted, so a metric and its baselines (`psnr_*`, `static_*`) stand together.
+  """
+  parts = ", ".join(f"{name} {float(value):.4g}" for name, value in sorted(values.items()))
+  return f"eval step {step} ({split}): {parts}"
 
 
 class MetricWriter:
@@ -72,8 +84,10 @@ class MetricWriter:
   def write_videos(self, step: int, videos: Mapping[str, np.ndarray], *, fps: float = 6.0):
     """Writes each `[b, T, H, W, 3]` uint8 video as a GIF and a TensorBoard strip.
 
-    The strip puts frames side by side and batch elements underneath, so one image shows
-    the whole clip.
+    The GIF puts batch elements side by side, upscaled (nearest neighbour) to at least
+    `MIN_GIF_SIDE` pixels per element so that a 32x32 video is visible in any viewer. The
+    strip puts frames side by side and batch elements underneath, so one image shows the
+    whole clip.
     """
     if not self._enabled:
       return
@@ -82,7 +96,9 @@ class MetricWriter:
     for name, video in videos.items():
       video = np.asarray(video)
       b, t, h, w, c = video.shape
-      grid = video.transpose(1, 0, 2, 3, 4).reshape(t, b * h, w, c)
+      grid = video.transpose(1, 2, 0, 3, 4).reshape(t, h, b * w, c)
+      scale = max(1, -(-MIN_GIF_SIDE // min(h, w)))
+      grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
       write_gif(os.path.join(out_dir, f"{name}_{int(step):08d}.gif"), grid, fps)
       strip = video.transpose(0, 2, 1, 3, 4).reshape(b * h, t * w, c)
       self._tensorboard.add_image(name, strip, int(step), dataformats="HWC")

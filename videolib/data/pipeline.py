@@ -32,6 +32,7 @@ import io
 from typing import Any, Iterator
 
 from absl import flags
+from absl import logging
 import grain
 import jax
 import ml_collections
@@ -169,6 +170,9 @@ def _load_builder(data_config):
   builder = synthetic.SyntheticMovi(
       config=name[len(_SYNTHETIC_PREFIX):], data_dir=data_config.data_dir,
       file_format="array_record")
+  if not builder.is_prepared():
+    logging.info("Rendering %s into %s (first use only; about 30 videos/s on one core).",
+                 name, builder.data_dir)
   builder.download_and_prepare()
   return builder
 

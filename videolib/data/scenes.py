@@ -1,8 +1,21 @@
 """Procedural MOVi-like scenes with exact ground truth, in pure numpy.
 
-A scene is a textured background plane seen by a panning camera plus 1..N flat
-objects (square, disk, triangle, ring; flat, striped or checkered) at different
-depths. Objects are drawn in depth order (nearer occludes farther) and their
+Two kinds of scene (`SceneConfig.scene`, `SCENES`):
+
+* 'classes' (the MGTC motion-class data and the harder MooG data): a
+  high-contrast textured background plane seen by a camera that pans in half of
+  the videos, plus 1..4 flat objects (square, disk, triangle, ring; flat,
+  striped or checkered) that drift slowly; only the main object's motion, which
+  decides `label`, is fast.
+* 'objects' / 'objects_camera' (the MooG benchmark, modelled on Kubric
+  MOVi-A): 3..5 smoothly shaded rigid objects that all slide across a smooth
+  floor at 1-2 encoder cells per frame (4-pixel cells at 32x32), crossing and
+  occluding each other at different depths; 'objects_camera' also moves the
+  camera steadily (objects move against it on screen), so every pixel moves (the
+  case where grid-tied tokens should suffer most). `label` keeps its meaning:
+  the main object follows its class motion (in the world), at larger amplitudes.
+
+A scene is drawn as objects at different depths over a background plane. Objects are drawn in depth order (nearer occludes farther) and their
 on-screen radius is `size / depth` (perspective scaling). Every motion is a
 closed-form function of continuous time, so
 
@@ -47,7 +60,11 @@ CLASS_NAMES = (
 )
 NUM_CLASSES = len(CLASS_NAMES)
 SHAPES = ("square", "disk", "triangle", "ring")
-TEXTURES = ("flat", "stripes", "checker")
+# "shaded": a smooth gradient from the main colour to a darker shade of it, fixed to
+# the object (a lit solid); the first three are the 'classes' scenes' patterns.
+TEXTURES = ("flat", "stripes", "checker", "shaded")
+_NUM_PATTERNS = 3
+SCENES = ("classes", "objects", "objects_camera")
 OSCILLATION_FREQUENCIES = {"oscillate_slow": 1 / 16, "oscillate_fast_a": 0.3,
                            "oscillate_fast_b": 0.7}
 
@@ -71,6 +88,7 @@ class SceneConfig:
     max_objects: maximum number of objects.
     num_tracks: number of point tracks to sample.
     flat_objects: if True every object has a single colour (for tests).
+    scene: one of `SCENES` (see the module docstring).
   """
   height: int = 32
   width: int = 32
@@ -80,6 +98,11 @@ class SceneConfig:
   max_objects: int = 4
   num_tracks: int = 128
   flat_objects: bool = False
+  scene: str = "classes"
+
+  def __post_init__(self):
+    if self.scene not in SCENES:
+      raise ValueError(f"SceneConfig.scene must be one of {SCENES}, got {self.scene!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +137,41 @@ class Scene:
   background_tilt: float  # depth change per unit of world y.
 
 
+def _main_object_motion(rng: np.random.Generator, label: int, speed: tuple[float, float],
+                        amplitude: tuple[float, float]):
+  """The main object's motion for its class.
+
+  Args:
+    rng: random generator.
+    label: index into CLASS_NAMES.
+    speed: range of the slide speed, units of the image height per base frame.
+    amplitude: range of the oscillation amplitude, same units.
+
+  Returns:
+    velocity [2], angular velocity, oscillation amplitude vector [2], frequency.
+  """
+  velocity, angular_velocity = np.zeros(2), 0.0
+  oscillation, frequency = np.zeros(2), 0.0
+  name = CLASS_NAMES[label]
+  main_speed = rng.uniform(*speed) * rng.choice([-1.0, 1.0])
+  if name == "slide_horizontal":
+    velocity = np.array([0.0, main_speed])
+  elif name == "slide_vertical":
+    velocity = np.array([main_speed, 0.0])
+  elif name.startswith("rotate"):
+    turn = rng.uniform(0.1, 0.2)
+    angular_velocity = turn if name == "rotate_clockwise" else -turn
+  elif name in OSCILLATION_FREQUENCIES:
+    axis = rng.uniform(0, 2 * np.pi)
+    oscillation = rng.uniform(*amplitude) * np.array([np.sin(axis), np.cos(axis)])
+    frequency = OSCILLATION_FREQUENCIES[name]
+  return velocity, angular_velocity, oscillation, frequency
+
+
 def sample_scene(rng: np.random.Generator, config: SceneConfig) -> Scene:
   """Draws scene parameters; the class only changes the main object's motion."""
+  if config.scene != "classes":
+    return _sample_objects_scene(rng, config)
   num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
   extent = np.array([1.0, config.width / config.height])
   label = int(rng.integers(NUM_CLASSES))
@@ -131,26 +187,15 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> Scene:
   depth = rng.uniform(3.0, 7.0, num_objects)
   depth_velocity = rng.uniform(-0.02, 0.02, num_objects)
   size = rng.uniform(0.4, 0.8, num_objects)
-  texture = rng.integers(len(TEXTURES), size=num_objects)
+  texture = rng.integers(_NUM_PATTERNS, size=num_objects)
 
   # Main object: nearest (never occluded), always textured so rotation shows.
   depth[0], depth_velocity[0] = rng.uniform(2.0, 2.5), 0.0
   size[0] = rng.uniform(0.35, 0.5)
-  texture[0] = rng.integers(1, len(TEXTURES))
-  velocity[0], acceleration[0], angular_velocity[0] = 0.0, 0.0, 0.0
-  name = CLASS_NAMES[label]
-  main_speed = rng.uniform(0.02, 0.04) * rng.choice([-1.0, 1.0])
-  if name == "slide_horizontal":
-    velocity[0] = (0.0, main_speed)
-  elif name == "slide_vertical":
-    velocity[0] = (main_speed, 0.0)
-  elif name.startswith("rotate"):
-    turn = rng.uniform(0.1, 0.2)
-    angular_velocity[0] = turn if name == "rotate_clockwise" else -turn
-  elif name in OSCILLATION_FREQUENCIES:
-    axis = rng.uniform(0, 2 * np.pi)
-    oscillation[0] = rng.uniform(0.1, 0.15) * np.array([np.sin(axis), np.cos(axis)])
-    frequency[0] = OSCILLATION_FREQUENCIES[name]
+  texture[0] = rng.integers(1, _NUM_PATTERNS)
+  acceleration[0] = 0.0
+  velocity[0], angular_velocity[0], oscillation[0], frequency[0] = _main_object_motion(
+      rng, label, speed=(0.02, 0.04), amplitude=(0.1, 0.15))
   if config.flat_objects:
     texture[:] = 0
 
@@ -185,6 +230,74 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig) -> Scene:
       camera_start=rng.uniform(0, 1, 2),
       camera_velocity=camera_speed * np.array(
           [np.sin(camera_direction), np.cos(camera_direction)]),
+      background_depth=float(rng.uniform(9.0, 11.0)),
+      background_tilt=float(rng.uniform(-1.0, 1.0)),
+  )
+
+
+def _sample_objects_scene(rng: np.random.Generator, config: SceneConfig) -> Scene:
+  """Draws an 'objects' / 'objects_camera' scene (module docstring).
+
+  Speeds are in units of the image height per base frame: 0.03-0.06 is 1-2 pixels a
+  frame at 32x32, so in an 8-frame clip an object crosses 2-3 of the 4-pixel encoder
+  cells. Objects bounce at the image borders, so they stay in view; with a moving
+  camera their on-screen velocity is their own minus the camera's.
+  """
+  num_objects = int(rng.integers(max(config.min_objects, 3), max(config.max_objects, 5) + 1))
+  extent = np.array([1.0, config.width / config.height])
+  label = int(rng.integers(NUM_CLASSES))
+
+  direction = rng.uniform(0, 2 * np.pi, num_objects)
+  speed = rng.uniform(0.03, 0.06, num_objects)
+  velocity = speed[:, None] * np.stack([np.sin(direction), np.cos(direction)], -1)
+  angular_velocity = rng.uniform(-0.1, 0.1, num_objects)
+  oscillation = np.zeros((num_objects, 2))
+  frequency = np.zeros(num_objects)
+  # Distinct depths (nearest first is the main object), so objects that cross occlude.
+  depth = np.sort(rng.uniform(2.5, 6.0, num_objects))
+  depth_velocity = rng.uniform(-0.03, 0.03, num_objects)
+  depth_velocity[0] = 0.0
+  size = rng.uniform(0.12, 0.2, num_objects) * depth  # on-screen radius 4-6.5 px at 32x32
+  velocity[0], angular_velocity[0], oscillation[0], frequency[0] = _main_object_motion(
+      rng, label, speed=(0.04, 0.07), amplitude=(0.2, 0.3))
+
+  camera_velocity = np.zeros(2)
+  if config.scene == "objects_camera":
+    camera_direction = rng.uniform(0, 2 * np.pi)
+    camera_velocity = rng.uniform(0.03, 0.05) * np.array(
+        [np.sin(camera_direction), np.cos(camera_direction)])
+    # Object motion is drawn in the world; on screen the camera's motion is subtracted,
+    # so an object at rest moves too.
+    velocity = velocity - camera_velocity
+  colors = _PALETTE[rng.choice(len(_PALETTE) - 2, size=num_objects, replace=False)]
+  shade = np.round(colors * 0.45).astype(np.uint8)
+  wave_angle = rng.uniform(0, 2 * np.pi, 2)
+  floor = rng.uniform(70, 150, 3)
+  return Scene(
+      label=label,
+      start=rng.uniform(0, 2 * extent, (num_objects, 2)),
+      velocity=velocity,
+      acceleration=np.zeros((num_objects, 2)),
+      oscillation=oscillation,
+      frequency=frequency,
+      phase=rng.uniform(0, 2 * np.pi, num_objects),
+      angle=rng.uniform(0, 2 * np.pi, num_objects),
+      angular_velocity=angular_velocity,
+      depth=depth,
+      depth_velocity=depth_velocity,
+      size=size,
+      shape=rng.integers(3, size=num_objects),  # square, disk, triangle: solids
+      texture=np.full(num_objects, 0 if config.flat_objects else TEXTURES.index("shaded")),
+      texture_frequency=np.ones(num_objects),
+      colors=np.stack([colors, shade], 1),
+      # A smooth floor: two low-contrast waves of about one cycle per image height.
+      background_colors=np.stack([floor - 35, floor + 35]),
+      background_waves=rng.uniform(0.6, 1.2, 2)[:, None] * np.stack(
+          [np.sin(wave_angle), np.cos(wave_angle)], -1),
+      background_phases=rng.uniform(0, 2 * np.pi, 2),
+      background_checker=False,
+      camera_start=rng.uniform(0, 1, 2),
+      camera_velocity=camera_velocity,
       background_depth=float(rng.uniform(9.0, 11.0)),
       background_tilt=float(rng.uniform(-1.0, 1.0)),
   )
@@ -285,12 +398,18 @@ def _inside(local: np.ndarray, shape: np.ndarray) -> np.ndarray:
 
 
 def _texture(local: np.ndarray, texture: np.ndarray, frequency: np.ndarray):
-  """Whether object-frame points take the texture colour; [..., K, P] bool."""
+  """Weight of the texture colour at object-frame points; [..., K, P] float in [0, 1].
+
+  Patterns are 0 or 1 (so their colours are exact palette entries); "shaded" is a
+  linear ramp along the object's own b axis.
+  """
   cells = np.floor(local * frequency[:, None, None])
   stripes = np.mod(cells[..., 1], 2) == 1
   checker = np.mod(cells[..., 0] + cells[..., 1], 2) == 1
-  return np.where(texture[:, None] == 1, stripes,
-                  np.where(texture[:, None] == 2, checker, False))
+  ramp = np.clip(0.5 + 0.5 * local[..., 0], 0.0, 1.0)
+  texture = texture[:, None]
+  return np.select([texture == 1, texture == 2, texture == 3],
+                   [stripes, checker, ramp], 0.0).astype(np.float64)
 
 
 def _background(scene: Scene, world: np.ndarray):
@@ -328,8 +447,8 @@ def render(scene: Scene, config: SceneConfig):
   z_buffer = np.where(inside, depths[..., None], np.inf)
   nearest = np.argmin(z_buffer, axis=1)  # [T, P]
   hit = np.isfinite(np.min(z_buffer, axis=1))
-  use_texture = np.take_along_axis(textured, nearest[:, None], 1)[:, 0]
-  object_color = scene.colors[nearest, use_texture.astype(int)]
+  mix = np.take_along_axis(textured, nearest[:, None], 1)[:, 0, :, None]
+  object_color = np.round(scene.colors[nearest, 0] * (1 - mix) + scene.colors[nearest, 1] * mix)
   world = grid + camera_offsets(scene, times)[:, None]
   background_color, background_depth = _background(scene, world)
   video = np.where(hit[..., None], object_color, np.round(background_color))

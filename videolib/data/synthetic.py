@@ -18,10 +18,13 @@ conventions, exact), `track_instances` [N] (segmentation id of each track) and
 sorted by visibility: instance 0 is always the main object whose motion decides
 `label`.
 
-Config names: `{H}x{W}_{T}f[_{R}x][_train{N}][_val{M}][_seed{S}]`, built by
-`config_name`. `R` is the frame rate relative to the base rate (frame n at
-t = n / R base frames), so `32x32_48f_2x` covers the same time span as
-`32x32_24f` with twice as many frames. The optional parts override the split
+Config names: `{H}x{W}_{T}f[_{R}x][_{scene}][_train{N}][_val{M}][_seed{S}]`,
+built by `config_name`. `R` is the frame rate relative to the base rate (frame n
+at t = n / R base frames), so `32x32_48f_2x` covers the same time span as
+`32x32_24f` with twice as many frames. `scene` is `objects` or `objects_camera`
+(`scenes.SCENES`; the MooG benchmark: shaded rigid objects that cross encoder
+cells, with a moving camera in the second); without it the scenes are the
+textured motion-class scenes. The optional parts override the split
 sizes and the generator seed; any name following this grammar is accepted
 (tests use e.g. `32x32_8f_train16_val8`), the `BUILDER_CONFIGS` are the
 documented defaults. Example i of split s is rendered from
@@ -42,7 +45,7 @@ _DEFAULT_SIZES = {32: (2000, 200), 64: (2000, 200), 128: (1000, 200)}
 _FRAME_SETTINGS = ((8, 1), (24, 1), (32, 1), (16, 2), (48, 2))
 _NAME_RE = re.compile(
     r"^(?P<height>\d+)x(?P<width>\d+)_(?P<num_frames>\d+)f(?:_(?P<frame_rate>\d+)x)?"
-    r"(?:_train(?P<num_train>\d+))?(?:_val(?P<num_validation>\d+))?"
+    r"(?:_(?P<scene>objects_camera|objects))?(?:_train(?P<num_train>\d+))?(?:_val(?P<num_validation>\d+))?"
     r"(?:_seed(?P<seed>\d+))?$")
 _SPLIT_IDS = {"train": 0, "validation": 1}
 
@@ -59,17 +62,18 @@ class SyntheticMoviConfig(tfds.core.BuilderConfig):
   seed: int = 0
   max_objects: int = 4
   num_tracks: int = 128
+  scene: str = "classes"
 
   def scene_config(self) -> scenes.SceneConfig:
     return scenes.SceneConfig(
         height=self.height, width=self.width, num_frames=self.num_frames,
         frame_rate=self.frame_rate, max_objects=self.max_objects,
-        num_tracks=self.num_tracks)
+        num_tracks=self.num_tracks, scene=self.scene)
 
 
 def config_name(resolution: int, num_frames: int, frame_rate: int = 1,
                 num_train: int | None = None, num_validation: int | None = None,
-                seed: int = 0) -> str:
+                seed: int = 0, scene: str = "classes") -> str:
   """Name of a config, e.g. `config_name(32, 48, 2) == '32x32_48f_2x'`.
 
   Args:
@@ -79,6 +83,7 @@ def config_name(resolution: int, num_frames: int, frame_rate: int = 1,
     num_train: train split size; None = the default for the resolution.
     num_validation: validation split size; None = the default.
     seed: generator seed.
+    scene: one of `scenes.SCENES`.
 
   Returns:
     The config name (without the `synthetic_movi/` prefix).
@@ -86,6 +91,8 @@ def config_name(resolution: int, num_frames: int, frame_rate: int = 1,
   name = f"{resolution}x{resolution}_{num_frames}f"
   if frame_rate != 1:
     name += f"_{frame_rate}x"
+  if scene != "classes":
+    name += f"_{scene}"
   if num_train is not None:
     name += f"_train{num_train}"
   if num_validation is not None:
@@ -101,16 +108,18 @@ def config_from_name(name: str) -> SyntheticMoviConfig:
   if match is None:
     raise ValueError(
         f"Unknown synthetic_movi config {name!r}: expected "
-        "'{H}x{W}_{T}f[_{R}x][_train{N}][_val{M}][_seed{S}]', e.g. '32x32_24f' "
-        "or '32x32_48f_2x'.")
-  fields = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+        "'{H}x{W}_{T}f[_{R}x][_objects|_objects_camera][_train{N}][_val{M}][_seed{S}]', "
+        "e.g. '32x32_24f_objects' or '32x32_48f_2x'.")
+  fields = {k: v if k == "scene" else int(v)
+            for k, v in match.groupdict().items() if v is not None}
   default_train, default_validation = _DEFAULT_SIZES.get(fields["height"], (1000, 200))
   fields.setdefault("num_train", default_train)
   fields.setdefault("num_validation", default_validation)
   return SyntheticMoviConfig(
       name=name,
       description=(f"{fields['height']}x{fields['width']}, {fields['num_frames']} "
-                   f"frames at {fields.get('frame_rate', 1)}x the base rate"),
+                   f"frames at {fields.get('frame_rate', 1)}x the base rate, "
+                   f"{fields.get('scene', 'classes')} scenes"),
       **fields)
 
 
@@ -123,6 +132,10 @@ class SyntheticMovi(tfds.core.GeneratorBasedBuilder):
       config_from_name(config_name(resolution, num_frames, frame_rate))
       for resolution in (32, 64, 128)
       for num_frames, frame_rate in _FRAME_SETTINGS
+  ] + [
+      config_from_name(config_name(resolution, 24, scene=scene))
+      for resolution in (32, 64)
+      for scene in ("objects", "objects_camera")
   ]
 
   @py_utils.classproperty
