@@ -109,12 +109,12 @@ def markdown(collected: dict) -> str:
     for column in columns:
       mean, std = mean_std(row[column])
       mark = ' ✓' if beats(row[column], baseline[column], higher[column]) else ''
-      cells.append(f'{mean:.3f} ± {std:.3f}{mark}')
+      cells.append(f'{mean:.4f} ± {std:.4f}{mark}')
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   mean_colour = mean_std(collected['backbones']['moog']['pretrain mean-colour PSNR'])[0]
   repeat = mean_std(collected['backbones']['moog']['pretrain repeat PSNR'])[0]
   cells = [f'mean colour {mean_colour:.2f}, repeat {repeat:.2f}']
-  cells += [f'{baseline[c]:.3f}' for c in columns]
+  cells += [f'{baseline[c]:.4f}' for c in columns]
   lines.append('| never-moving point / box, constant depth | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

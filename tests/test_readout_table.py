@@ -52,6 +52,6 @@ def test_table_aggregates_seeds_and_marks_only_margins_beyond_three_std(tmp_path
   assert not readout_table.beats(collected["backbones"]["grid"]["AJ"], 0.4, True)
   assert readout_table.beats([0.1, 0.12], 0.3, higher_is_better=False)  # AbsRel: lower wins.
   table = readout_table.markdown(collected)
-  assert "| MooG | 20.50 ± 0.71 | 0.510 ± 0.014 ✓ |" in table
-  assert "| Grid | 20.50 ± 0.71 | 0.430 ± 0.028 |" in table
-  assert "| never-moving point / box, constant depth | mean colour 17.50, repeat 21.30 | 0.400 |" in table
+  assert "| MooG | 20.50 ± 0.71 | 0.5100 ± 0.0141 ✓ |" in table
+  assert "| Grid | 20.50 ± 0.71 | 0.4300 ± 0.0283 |" in table
+  assert "| never-moving point / box, constant depth | mean colour 17.50, repeat 21.30 | 0.4000 |" in table

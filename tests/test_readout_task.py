@@ -200,6 +200,21 @@ def test_bad_batches_are_refused_on_the_host(data_dir, pretrained):
     task.validate_batch(batch)
 
 
+def test_learned_initial_tokens_are_part_of_the_loaded_frozen_backbone():
+  config = moog_readout_tiny.get_config()
+  assert config.model.state_init == 'learned'  # The tiny configs' choice.
+  task = readout_task.ReadoutTask(config)
+  assert task.init_from_prefixes(config) == tuple(sorted(
+      readout_task.BACKBONE_PARTS + ('initial_tokens',)))
+  params = {name: {'w': np.zeros(2)} for name in task.init_from_prefixes(config)}
+  params['point_readout'] = {'w': np.zeros(2)}
+  frozen = task.frozen_params(params)
+  assert frozen['initial_tokens'] == {'w': True} and frozen['point_readout'] == {'w': False}
+  config.model.state_init = 'noise'
+  assert readout_task.ReadoutTask(config).init_from_prefixes(config) == (
+      readout_task.BACKBONE_PARTS)
+
+
 def test_trivial_baselines_on_hand_made_inputs():
   query_points = np.array([[[0.0, 3.0, 5.0]]], np.float32)  # (t, y, x)
   positions, occluded = readout_task.static_point_predictions(query_points, 3)
