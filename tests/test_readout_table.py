@@ -51,6 +51,8 @@ def test_table_aggregates_seeds_and_marks_only_margins_beyond_three_std(tmp_path
   assert readout_table.beats(moog["AJ"], 0.4, higher_is_better=True)
   assert not readout_table.beats(collected["backbones"]["grid"]["AJ"], 0.4, True)
   assert readout_table.beats([0.1, 0.12], 0.3, higher_is_better=False)  # AbsRel: lower wins.
+  # A head on its never-moving anchor: 1e-4 above it with no spread is a tie.
+  assert not readout_table.beats([0.2750, 0.2750, 0.2750], 0.2749, higher_is_better=True)
   table = readout_table.markdown(collected)
   assert "| MooG | 20.50 ± 0.71 | 0.5100 ± 0.0141 ✓ |" in table
   assert "| Grid | 20.50 ± 0.71 | 0.4300 ± 0.0283 |" in table
