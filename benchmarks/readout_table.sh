@@ -10,7 +10,7 @@
 # Defaults: runs/readout_table, seeds "0 1 2", 2,000 pretraining steps (the quick start's
 # schedule) and 1,000 readout steps: about 43 minutes per seed, 2 h 10 min in all, on 2
 # idle CPU cores (a pretraining takes 6 minutes, a readout 7.5 with its evaluation, a
-# tracker run 40 s). The reduced variant that fits one hour (about 19 minutes per seed):
+# tracker run 40 s). The reduced variant that fits one hour (about 20 minutes per seed):
 # `bash benchmarks/readout_table.sh runs/readout_table_1h "0 1 2" 1000 300`.
 # Finished runs are skipped, so a killed script resumes where it was.
 # DATA (default: the configs' synthetic_movi/32x32_24f_objects) picks another dataset,
