@@ -105,9 +105,8 @@ def trivial_baselines(batch: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   sums["constant_depth/abs_rel"] = depth["abs_rel"]
   video = jnp.asarray(batch["video"], jnp.float32)
   targets = video[:, 1:]
-  mean_colour = jnp.broadcast_to(jnp.mean(targets, axis=(2, 3), keepdims=True), targets.shape)
   sums["mean_colour/psnr"] = metrics.example_masked_sum(
-      moog_model.psnr_per_image(mean_colour, targets), mask)
+      moog_model.psnr_per_image(moog_model.mean_colour_prediction(targets), targets), mask)
   sums["repeat_previous_frame/psnr"] = metrics.example_masked_sum(
       moog_model.psnr_per_image(video[:, :-1], targets), mask)
   return sums

@@ -374,6 +374,11 @@ def l2_loss(outputs: dict[str, jax.Array]) -> Float[Array, '']:
   return jnp.mean(jnp.square(outputs['video_predicted'] - outputs['subsampled_targets']))
 
 
+def mean_colour_prediction(frames: Float[Array, '*b h w c']) -> Float[Array, '*b h w c']:
+  """Each frame replaced by its own mean colour: the best spatially constant prediction."""
+  return jnp.broadcast_to(jnp.mean(frames, axis=(-3, -2), keepdims=True), frames.shape)
+
+
 def psnr_per_image(
     predictions: Float[Array, '*b h w c'],
     targets: Float[Array, '*b h w c'],

@@ -4,8 +4,8 @@ The task for the shared trainer (`videolib/train.py`). Its parameters are one fl
 the backbone's parts (`encoder`, `predictor`, `corrector`, `decoder`, `state_norm`, and
 `initial_tokens` with `model.state_init='learned'`), loaded from the pretraining run
 `config.init_from` (`ReadoutTask.init_from_prefixes` names exactly those parts), next to
-the heads `point_readout`, `depth_readout`, `box_readout`. With `config.readout.finetune=False` (the default) the backbone is frozen
-twice over: the heads stop gradients into its states, and `frozen_params` makes the
+the heads `point_readout`, `depth_readout`, `box_readout`. With
+`config.readout.finetune=False` (the default) the backbone is frozen twice over: the heads stop gradients into its states, and `frozen_params` makes the
 trainer give its parameters `optax.set_to_zero()` (no update, no weight decay, no
 optimizer state), so they stay bitwise equal to the checkpoint (tested).
 

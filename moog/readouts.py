@@ -19,7 +19,8 @@ Heads:
   are `σ(logit(conditioning) + MLP(corr))` with the MLP's output layer zero-initialised,
   so training starts from the never-moving track and learns the motion as an offset.
   Upstream never trained these heads (moog.md §10: empty loss dicts), so the choice is
-  open; measured on the synthetic data in docs/log/2026-11_readout_experiments_textured_scenes.md. The carried state
+  open; measured on the synthetic data in
+  docs/log/2026-11_readout_experiments_textured_scenes.md. The carried state
   goes in and out explicitly, so a long video can be read in temporal slices
   (`moog/sliced_eval.py`).
 * `DenseReadout`: a cross-attention decoder queried at pixel coordinates

@@ -106,11 +106,9 @@ class MooGTask:
     # At eval the lattice phase is 0 for every frame, so targets[t - 1] sits on the same
     # pixels as targets[t]: the repeat-previous-frame prediction.
     repeat_psnr = moog_model.psnr_per_image(targets[:, :-1], targets[:, 1:])
-    # Each frame predicted by its own mean colour: the best any spatially constant
-    # prediction scores, an upper bound on the mean-colour plateau.
-    mean_colour = jnp.broadcast_to(jnp.mean(targets[:, 1:], axis=(2, 3), keepdims=True),
-                                   targets[:, 1:].shape)
-    mean_colour_psnr = moog_model.psnr_per_image(mean_colour, targets[:, 1:])
+    # The best any spatially constant prediction scores: the mean-colour plateau's bound.
+    mean_colour_psnr = moog_model.psnr_per_image(
+        moog_model.mean_colour_prediction(targets[:, 1:]), targets[:, 1:])
     return {
         "loss": metrics.example_masked_sum(squared_error, mask),
         "psnr": metrics.example_masked_sum(psnr, mask),

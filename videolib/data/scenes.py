@@ -15,7 +15,8 @@ Two kinds of scene (`SceneConfig.scene`, `SCENES`):
   case where grid-tied tokens should suffer most). `label` keeps its meaning:
   the main object follows its class motion (in the world), at larger amplitudes.
 
-A scene is drawn as objects at different depths over a background plane. Objects are drawn in depth order (nearer occludes farther) and their
+A scene is drawn as objects at different depths over a background plane.
+Objects are drawn in depth order (nearer occludes farther) and their
 on-screen radius is `size / depth` (perspective scaling). Every motion is a
 closed-form function of continuous time, so
 
@@ -243,7 +244,7 @@ def _sample_objects_scene(rng: np.random.Generator, config: SceneConfig) -> Scen
   cells. Objects bounce at the image borders, so they stay in view; with a moving
   camera their on-screen velocity is their own minus the camera's.
   """
-  num_objects = int(rng.integers(max(config.min_objects, 3), max(config.max_objects, 5) + 1))
+  num_objects = int(rng.integers(3, 6))  # MOVi-A-like counts; min/max_objects are 'classes' only.
   extent = np.array([1.0, config.width / config.height])
   label = int(rng.integers(NUM_CLASSES))
 

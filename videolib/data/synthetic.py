@@ -45,7 +45,8 @@ _DEFAULT_SIZES = {32: (2000, 200), 64: (2000, 200), 128: (1000, 200)}
 _FRAME_SETTINGS = ((8, 1), (24, 1), (32, 1), (16, 2), (48, 2))
 _NAME_RE = re.compile(
     r"^(?P<height>\d+)x(?P<width>\d+)_(?P<num_frames>\d+)f(?:_(?P<frame_rate>\d+)x)?"
-    r"(?:_(?P<scene>objects_camera|objects))?(?:_train(?P<num_train>\d+))?(?:_val(?P<num_validation>\d+))?"
+    r"(?:_(?P<scene>objects_camera|objects))?"
+    r"(?:_train(?P<num_train>\d+))?(?:_val(?P<num_validation>\d+))?"
     r"(?:_seed(?P<seed>\d+))?$")
 _SPLIT_IDS = {"train": 0, "validation": 1}
 
