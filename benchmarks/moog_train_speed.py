@@ -20,11 +20,20 @@ Measures, in one run on the same machine:
 5. with `--op_profile`, where the configured step's time goes by XLA operation: a
    `jax.profiler` trace of the timed steps, summed per kind of fused op (the op name
    without its numeric suffix): how many ops a step executes and their time per step.
-   The op times add up to more than the step when ops run in parallel threads.
+   The op times add up to more than the step when ops run in parallel threads;
+6. with `--forward`, the median time of the training-mode forward pass and loss alone
+   (no gradient), as the official harness times it.
+
+Steps compile with the trainer's XLA options (`train.compiler_options`);
+`--xla_defaults` times them with XLA's defaults instead.
 
   python benchmarks/moog_train_speed.py --config=configs/moog_tiny.py
   python benchmarks/moog_train_speed.py --config=configs/moog_movi.py \
       --config.batch_size=1 --config.data.resolution=128 --steps=3 --breakdown
+The official release's timing models, to set beside its own code's times
+(docs/results.md, "Against the official MooG"):
+  python benchmarks/moog_train_speed.py --config=configs/moog_official_speed.py:tiny \
+      --steps=10 --pipeline_batches=0 --forward
 On an accelerator, fill it (a 2048² matmul does not reach a GPU's peak):
   python benchmarks/moog_train_speed.py --config=configs/moog_movi.py \
       --config.batch_size=8 --steps=5 --pipeline_batches=0 --peak_size=8192
@@ -68,6 +77,13 @@ _PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Side of the square matmul 
                                   "peak; 8192 fills a GPU.")
 _OP_PROFILE = flags.DEFINE_bool("op_profile", False, "Also trace the timed steps and sum the "
                                 "time per kind of XLA op.")
+_FORWARD = flags.DEFINE_bool("forward", False, "Also time the training-mode forward + loss.")
+_XLA_DEFAULTS = flags.DEFINE_bool("xla_defaults", False, "Compile with XLA's default options "
+                                  "instead of the trainer's.")
+
+
+def _compiler_options():
+  return None if _XLA_DEFAULTS.value else train.compiler_options()
 
 
 def matmul_peak_flops(size: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
@@ -91,7 +107,8 @@ def _compiled_train_step(task, config):
   init_state, abstract_state = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   step = train.make_train_step(task, tx, schedule, config)
   start = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=(0,)).lower(abstract_state, spec).compile()
+  compiled = jax.jit(step, donate_argnums=(0,)).lower(abstract_state, spec).compile(
+      _compiler_options())
   seconds = time.perf_counter() - start
   return (compiled, init_state, abstract_state, spec, seconds,
           cost.xla_flops(step, abstract_state, spec))
@@ -159,18 +176,24 @@ def train_step_speed(config, steps: int, profile_ops: bool = False) -> dict:
   (`model.scan_unroll=1`) miss T - 1 of the T time steps. The FLOPs are therefore taken
   from the same step compiled with the time loop fully unrolled (the identical
   computation as straight-line code; remat recompute included), and both variants are
-  timed (they are the same when the config already unrolls, `model.scan_unroll=0`).
+  timed, unless the config already unrolls (`model.scan_unroll=0`): then they are one.
   """
   task = moog_task.MooGTask(config)
   compiled, init_state, abstract_state, spec, compile_seconds, configured_flops = (
       _compiled_train_step(task, config))
-  unrolled, _, _, _, unrolled_compile_seconds, flops = _compiled_train_step(
-      task.for_cost_analysis(config), config)
+  seconds = _median_step_seconds(compiled, init_state, spec, steps)
+  if config.model.scan_unroll == 0:
+    unrolled, unrolled_compile_seconds, flops = compiled, compile_seconds, configured_flops
+    unrolled_seconds = seconds
+  else:
+    unrolled, _, _, _, unrolled_compile_seconds, flops = _compiled_train_step(
+        task.for_cost_analysis(config), config)
+    unrolled_seconds = _median_step_seconds(unrolled, init_state, spec, steps)
   result = dict(
       train_step_flops=flops,
       configured_step_flops_as_counted_by_xla=configured_flops,
-      train_step_seconds=_median_step_seconds(compiled, init_state, spec, steps),
-      unrolled_train_step_seconds=_median_step_seconds(unrolled, init_state, spec, steps),
+      train_step_seconds=seconds,
+      unrolled_train_step_seconds=unrolled_seconds,
       compile_seconds=compile_seconds,
       unrolled_compile_seconds=unrolled_compile_seconds,
       temp_memory_gib=_temp_gib(compiled),
@@ -183,7 +206,7 @@ def train_step_speed(config, steps: int, profile_ops: bool = False) -> dict:
 
 def _timed(fn, args, steps: int) -> tuple[float, float]:
   """(XLA FLOPs, median seconds) of a jitted `fn(*args)`."""
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = jax.jit(fn).lower(*args).compile(_compiler_options())
   jax.block_until_ready(compiled(*args))
   times = []
   for _ in range(steps):
@@ -191,6 +214,18 @@ def _timed(fn, args, steps: int) -> tuple[float, float]:
     jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - start)
   return cost.xla_flops(fn, *args), statistics.median(times)
+
+
+def forward_speed(config, steps: int) -> dict:
+  """XLA FLOPs and median time of the training-mode forward pass and loss (no gradient)."""
+  task = moog_task.MooGTask(config)
+  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  params = jax.jit(task.init)(jax.random.key(0), spec)
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}
+  loss = lambda params, batch: task.loss_fn(params, batch, jax.random.key(1))[0]
+  flops, seconds = _timed(loss, (params, batch), steps)
+  return dict(forward_flops=flops, forward_seconds=seconds)
 
 
 def part_breakdown(config, steps: int, peak: float) -> dict:
@@ -252,6 +287,7 @@ def main(argv):
       remat=config.model.get("remat", False),
       matmul_peak_gflops=peak / 1e9,
       matmul_peak_size=_PEAK_SIZE.value,
+      compiler_options=_compiler_options(),
   )
   result.update(train_step_speed(config, _STEPS.value, _OP_PROFILE.value))
   achieved = result["train_step_flops"] / result["train_step_seconds"]
@@ -259,6 +295,8 @@ def main(argv):
   result.update(achieved_gflops=achieved / 1e9, fraction_of_matmul_peak=achieved / peak,
                 unrolled_fraction_of_matmul_peak=unrolled / peak,
                 train_steps_per_second=1 / result["train_step_seconds"])
+  if _FORWARD.value:
+    result.update(forward_speed(config, max(_STEPS.value, 3)))
   if _BREAKDOWN.value:
     result["breakdown"] = part_breakdown(config, max(_STEPS.value, 2), peak)
   if _PIPELINE_BATCHES.value:

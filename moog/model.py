@@ -40,10 +40,12 @@ from videolib import checkpoint
 STATE_NORM_EPSILON = 1e-4
 # Fields added to `config.model` after runs existed, at the value those runs used.
 checkpoint.register_added_config_fields({'model.decoder_self_attention': False,
-                                          'model.state_init': 'noise'})
-# Loop unrolling and rematerialisation change speed and memory, not the function: a run
-# resumes, or initialises another, whatever their values.
-checkpoint.register_execution_only_config_fields(('model.scan_unroll', 'model.remat'))
+                                          'model.state_init': 'noise',
+                                          'model.attention_impl': 'explicit'})
+# Loop unrolling, rematerialisation and the attention kernel change speed and memory, not
+# the function: a run resumes, or initialises another, whatever their values.
+checkpoint.register_execution_only_config_fields(
+    ('model.scan_unroll', 'model.remat', 'model.attention_impl'))
 # `config.model.compute_dtype` -> the Flax modules' `dtype`; parameters stay float32.
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -434,6 +436,7 @@ def paper_movi_model_config() -> ml_collections.ConfigDict:
           state_init_scale=1e-4,
           state_init='noise',
           compute_dtype='float32',
+          attention_impl='explicit',
       )
   )
 
@@ -481,6 +484,7 @@ def tiny_model_config() -> ml_collections.ConfigDict:
           state_init_scale=1e-4,
           state_init='noise',
           compute_dtype='float32',
+          attention_impl='explicit',
       )
   )
 
@@ -500,6 +504,11 @@ def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(
         f'model.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {compute_dtype!r}.'
+    )
+  attention_impl = c.get('attention_impl', 'explicit')
+  if attention_impl not in modules.ATTENTION_IMPLS:
+    raise ValueError(
+        f'model.attention_impl must be one of {modules.ATTENTION_IMPLS}, got {attention_impl!r}.'
     )
   if c.encoder_pos_embedding not in ('project_add', 'concat'):
     raise ValueError(
@@ -546,12 +555,14 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
   validate_model_config(model_config)
   c = model_config
   dtype = COMPUTE_DTYPES[c.get('compute_dtype', 'float32')]
+  attention_impl = c.get('attention_impl', 'explicit')
   transformer = lambda sub, **kwargs: modules.Transformer(
       num_layers=sub.num_layers,
       num_heads=sub.num_heads,
       qkv_size=sub.qkv_size,
       mlp_dim=sub.mlp_dim,
       dtype=dtype,
+      attention_impl=attention_impl,
       **kwargs,
   )
   return MooG(
@@ -573,6 +584,7 @@ def build_moog(model_config: ml_collections.ConfigDict) -> MooG:
           num_fourier_bases=c.decoder_fourier_bases,
           self_attention=c.get('decoder_self_attention', False),
           dtype=dtype,
+          attention_impl=attention_impl,
       ),
       num_tokens=c.num_tokens,
       token_dim=c.token_dim,

@@ -119,20 +119,119 @@ class GridFourierEmbedding(nn.Module):
 # ----------------------------------------------------------------------------------------
 
 
+AttentionImpl = Literal['explicit', 'dot_product_attention']
+ATTENTION_IMPLS = ('explicit', 'dot_product_attention')
+
+
+def _softmax_attention(
+    query: Float[Array, '*b h q d'],
+    key: Float[Array, '*b h k d'],
+    value: Float[Array, '*b h k d'],
+    key_mask: Bool[Array, '*b 1 1 k'] | None,
+) -> tuple[Float[Array, '*b h q d'], Float[Array, '*b h q k']]:
+  """`softmax(q k^T) v` on head-major inputs; returns (attended, float32 weights)."""
+  # bfloat16 logits lose too much precision for the softmax: it always runs in float32.
+  logits = jnp.einsum('...qd,...kd->...qk', query, key, preferred_element_type=jnp.float32)
+  if key_mask is None:
+    weights = jax.nn.softmax(logits, axis=-1)
+  else:
+    logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    weights = jnp.where(jnp.any(key_mask, axis=-1, keepdims=True), weights, 0.0)
+  return jnp.einsum('...qk,...kd->...qd', weights.astype(value.dtype), value), weights
+
+
+@jax.custom_vjp
+def explicit_attention(query, key, value, key_mask):
+  """`_softmax_attention` with a hand-written backward pass (same gradients).
+
+  Autodiff of the einsums makes XLA transpose the [q, k] weight matrices for the
+  value and key gradients, which on a CPU costs more than the matmuls themselves
+  (docs/results.md, "Against the official MooG"). Here every gradient is a product
+  whose large operand keeps its layout; only the small [*, d] results are transposed.
+  The weights are an output too, so their cotangent (e.g. a loss on attention maps)
+  flows back; a key mask gets no gradient.
+  """
+  return _softmax_attention(query, key, value, key_mask)
+
+
+def _explicit_attention_fwd(query, key, value, key_mask):
+  # With symbolic zeros the array arguments arrive wrapped (`.value`); None stays None.
+  key_mask = None if key_mask is None else key_mask.value
+  attended, weights = _softmax_attention(query.value, key.value, value.value, key_mask)
+  return (attended, weights), (query.value, key.value, value.value, weights)
+
+
+def _explicit_attention_bwd(residuals, cotangents):
+  query, key, value, weights = residuals
+  d_attended, d_weights = cotangents
+  if isinstance(d_attended, jax.custom_derivatives.SymbolicZero):
+    d_attended = jnp.zeros(d_attended.shape, d_attended.dtype)
+  d_value = jnp.einsum('...qd,...qk->...dk', d_attended, weights.astype(d_attended.dtype))
+  d_weights_total = jnp.einsum('...qd,...kd->...qk', d_attended, value,
+                               preferred_element_type=jnp.float32)
+  if not isinstance(d_weights, jax.custom_derivatives.SymbolicZero):
+    d_weights_total = d_weights_total + d_weights
+  # Softmax backward; masked keys and fully masked rows have weight 0, so no gradient.
+  d_logits = weights * (d_weights_total
+                        - jnp.sum(d_weights_total * weights, axis=-1, keepdims=True))
+  d_logits = d_logits.astype(query.dtype)
+  d_query = jnp.einsum('...qk,...kd->...qd', d_logits, key)
+  d_key = jnp.einsum('...qd,...qk->...dk', query, d_logits)
+  return (d_query, jnp.swapaxes(d_key, -1, -2), jnp.swapaxes(d_value, -1, -2), None)
+
+
+explicit_attention.defvjp(_explicit_attention_fwd, _explicit_attention_bwd,
+                          symbolic_zeros=True)
+
+
+def fused_attention(
+    query: Float[Array, '*b q h d'],
+    key: Float[Array, '*b k h d'],
+    value: Float[Array, '*b k h d'],
+    key_mask: Bool[Array, '*b k'] | None,
+) -> Float[Array, '*b q h d']:
+  """The same attention through `jax.nn.dot_product_attention`, weights never stored.
+
+  cuDNN's flash attention on NVIDIA GPUs when it supports the dtype (bfloat16/float16),
+  XLA's implementation otherwise. Logits are already scaled by the caller. A query whose
+  keys are all masked gets zeros, as in `explicit_attention`.
+  """
+  batch_shape = query.shape[:-3]
+  flat = lambda x: x.reshape((-1,) + x.shape[len(batch_shape):])
+  use_cudnn = (jax.default_backend() == 'gpu'
+               and query.dtype in (jnp.bfloat16, jnp.float16))
+  mask = None if key_mask is None else flat(key_mask)[:, None, None, :]
+  attended = jax.nn.dot_product_attention(
+      flat(query), flat(key), flat(value), mask=mask, scale=1.0,
+      implementation='cudnn' if use_cudnn else 'xla')
+  attended = attended.reshape(query.shape)
+  if key_mask is not None:
+    any_key = jnp.any(key_mask, axis=-1)[..., None, None, None]
+    attended = jnp.where(any_key, attended, 0.0).astype(attended.dtype)
+  return attended
+
+
 class Attention(nn.Module):
   """Multi-head dot-product attention with QK RMS-norm.
 
-  The attention weights `[*b, heads, q, k]` are sown as `intermediates/attention_weights`.
+  With `impl='explicit'` the attention weights `[*b, heads, q, k]` are sown as
+  `intermediates/attention_weights`. `impl='dot_product_attention'` never stores them
+  (less memory, cuDNN flash attention on GPUs); when the 'intermediates' collection is
+  mutable it runs the explicit path instead, so analyses still see the weights. Both
+  compute the same function (tested equal).
 
   Attributes:
     num_heads: number of heads.
     qkv_size: total query/key/value width over all heads (head_dim = qkv_size / heads).
     dtype: computation dtype; the softmax runs in float32.
+    impl: 'explicit' or 'dot_product_attention' (see above).
   """
 
   num_heads: int
   qkv_size: int
   dtype: jnp.dtype = jnp.float32
+  impl: AttentionImpl = 'explicit'
 
   @nn.compact
   def __call__(
@@ -157,6 +256,8 @@ class Attention(nn.Module):
     """
     if self.qkv_size % self.num_heads:
       raise ValueError(f'qkv_size={self.qkv_size} is not divisible by num_heads={self.num_heads}.')
+    if self.impl not in ATTENTION_IMPLS:
+      raise ValueError(f'impl must be one of {ATTENTION_IMPLS}, got {self.impl!r}.')
     head_dim = self.qkv_size // self.num_heads
     projection = functools.partial(
         nn.DenseGeneral, features=(self.num_heads, head_dim), use_bias=False, dtype=self.dtype
@@ -168,20 +269,17 @@ class Attention(nn.Module):
     # therefore shared by all heads.
     query = nn.RMSNorm(epsilon=BLOCK_NORM_EPSILON, dtype=self.dtype, name='query_norm')(query)
     key = nn.RMSNorm(epsilon=BLOCK_NORM_EPSILON, dtype=self.dtype, name='key_norm')(key)
+    query = query / jnp.sqrt(head_dim)
 
-    # bfloat16 logits lose too much precision for the softmax: it always runs in float32.
-    logits = jnp.einsum('...qhd,...khd->...hqk', query / jnp.sqrt(head_dim), key,
-                        preferred_element_type=jnp.float32)
-    if key_mask is None:
-      weights = jax.nn.softmax(logits, axis=-1)
+    if self.impl == 'dot_product_attention' and not self.is_mutable_collection('intermediates'):
+      attended = fused_attention(query, key, value, key_mask)
     else:
-      key_mask = key_mask[..., None, None, :]
-      logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
-      weights = jax.nn.softmax(logits, axis=-1)
-      weights = jnp.where(jnp.any(key_mask, axis=-1, keepdims=True), weights, 0.0)
-    self.sow('intermediates', 'attention_weights', weights)
-
-    attended = jnp.einsum('...hqk,...khd->...qhd', weights.astype(value.dtype), value)
+      head_major = lambda x: einops.rearrange(x, '... n h d -> ... h n d')
+      mask = None if key_mask is None else key_mask[..., None, None, :]
+      attended, weights = explicit_attention(
+          head_major(query), head_major(key), head_major(value), mask)
+      self.sow('intermediates', 'attention_weights', weights)
+      attended = einops.rearrange(attended, '... h q d -> ... q h d')
     return nn.DenseGeneral(
         features=inputs_q.shape[-1], axis=(-2, -1), use_bias=True, dtype=self.dtype,
         name='output',
@@ -199,6 +297,7 @@ class TransformerBlock(nn.Module):
     mlp_dim: hidden width of the GELU(tanh) MLP.
     self_attention: False gives a cross-attention-only block (the pixel decoder).
     dtype: computation dtype.
+    attention_impl: `Attention.impl`.
   """
 
   num_heads: int
@@ -206,6 +305,7 @@ class TransformerBlock(nn.Module):
   mlp_dim: int
   self_attention: bool = True
   dtype: jnp.dtype = jnp.float32
+  attention_impl: AttentionImpl = 'explicit'
 
   @nn.compact
   def __call__(
@@ -217,7 +317,8 @@ class TransformerBlock(nn.Module):
     if not self.self_attention and inputs_kv is None:
       raise ValueError('A cross-attention-only block needs inputs_kv.')
     attention = functools.partial(
-        Attention, num_heads=self.num_heads, qkv_size=self.qkv_size, dtype=self.dtype
+        Attention, num_heads=self.num_heads, qkv_size=self.qkv_size, dtype=self.dtype,
+        impl=self.attention_impl,
     )
     normed = _scale_only_layer_norm('attention_norm', self.dtype)(queries)
     updated = queries
@@ -249,6 +350,7 @@ class Transformer(nn.Module):
     hidden_size: optional width of the input projection.
     output_size: optional width of the output projection.
     dtype: computation dtype.
+    attention_impl: `Attention.impl`.
   """
 
   num_layers: int
@@ -259,6 +361,7 @@ class Transformer(nn.Module):
   hidden_size: int | None = None
   output_size: int | None = None
   dtype: jnp.dtype = jnp.float32
+  attention_impl: AttentionImpl = 'explicit'
 
   @nn.compact
   def __call__(
@@ -297,6 +400,7 @@ class Transformer(nn.Module):
           mlp_dim=self.mlp_dim,
           self_attention=self.self_attention,
           dtype=self.dtype,
+          attention_impl=self.attention_impl,
           name=f'block_{i}',
       )(x, inputs_kv, kv_mask)
     x = _scale_only_layer_norm('final_norm', self.dtype)(x)
@@ -425,6 +529,7 @@ class PixelDecoder(nn.Module):
       pixels then depend on each other, so subsampling changes their values.
     dtype: computation dtype; the output head always returns float32 (the loss is
       computed in float32).
+    attention_impl: `Attention.impl`.
   """
 
   num_layers: int
@@ -435,6 +540,7 @@ class PixelDecoder(nn.Module):
   out_channels: int = 3
   self_attention: bool = False
   dtype: jnp.dtype = jnp.float32
+  attention_impl: AttentionImpl = 'explicit'
 
   @nn.compact
   def __call__(
@@ -464,6 +570,7 @@ class PixelDecoder(nn.Module):
         mlp_dim=self.mlp_dim,
         self_attention=self.self_attention,
         dtype=self.dtype,
+        attention_impl=self.attention_impl,
         name='transformer',
     )(queries, inputs_kv=tokens, num_token_axes=2)
     return nn.Dense(self.out_channels, dtype=jnp.float32, name='output_head')(x)

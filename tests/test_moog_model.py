@@ -10,8 +10,11 @@ import numpy as np
 import optax
 import pytest
 
+from configs import moog_official_speed
 from configs import moog_wide
 from moog import model as moog_model
+from moog import modules
+from videolib import train
 
 HEIGHT = WIDTH = 16
 NUM_FRAMES = 4
@@ -122,6 +125,19 @@ def test_paper_movi_parameter_counts():
   assert _count(params['decoder']) == 15_856_131
   assert _count(params['state_norm']) == 512
   assert _count(params) == 34_726_787
+
+
+@pytest.mark.parametrize('preset, count', [('tiny', 1_935_747), ('paper', 34_726_787)])
+def test_official_speed_configs_have_the_official_parameter_counts(preset, count):
+  config = moog_official_speed.get_config(preset)
+  assert (config.model.remat, config.model.scan_unroll, config.model.state_init) == (
+      False, 0, 'noise')  # As the official code runs them.
+  assert _count(_param_shapes(config.model)) == count
+
+
+def test_official_speed_config_needs_a_preset():
+  with pytest.raises(ValueError, match="needs one of"):
+    moog_official_speed.get_config(None)
 
 
 def test_ego4d_variant_parameter_count():
@@ -406,6 +422,29 @@ def test_remat_gives_identical_outputs_and_gradients(tiny):
 def test_unrolled_time_loop_gives_identical_outputs_and_gradients(tiny, scan_unroll):
   # 0 unrolls the whole clip; 3 does not divide the 4 frames, so a remainder is left.
   _assert_same_loss_and_gradients_as_tiny(tiny, scan_unroll=scan_unroll)
+
+
+def test_dot_product_attention_gives_identical_outputs_and_gradients(tiny):
+  _assert_same_loss_and_gradients_as_tiny(tiny, attention_impl='dot_product_attention')
+
+
+def test_hand_written_attention_backward_gives_autodiffs_gradients(tiny, monkeypatch):
+  # The model as it was before `explicit_attention`: JAX differentiates the einsums.
+  monkeypatch.setattr(modules, 'explicit_attention', modules._softmax_attention)  # pylint: disable=protected-access
+  _assert_same_loss_and_gradients_as_tiny(tiny)
+
+
+def test_trainer_compiler_options_keep_outputs_and_gradients(tiny):
+  options = train.compiler_options()
+  assert options == {'xla_cpu_experimental_ynn_fusion_type': ''}  # The tests run on CPU.
+  args = (tiny.variables['params'], tiny.video, jax.random.key(13))
+  lowered = tiny.loss_and_grad.lower(*args)
+  (loss, preds), grads = lowered.compile()(*args)
+  (other_loss, other_preds), other_grads = lowered.compile(options)(*args)
+  np.testing.assert_allclose(other_loss, loss, rtol=1e-6)
+  np.testing.assert_allclose(other_preds, preds, atol=1e-6)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-7),
+               other_grads, grads)
 
 
 # ---------------------------------------------------------------------------------------

@@ -164,6 +164,73 @@ def test_attention_sows_weights():
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
 
 
+def _autodiff_attention(query, key, value, key_mask):
+  """The attention core differentiated by JAX itself: what `explicit_attention` replaces."""
+  return modules._softmax_attention(query, key, value, key_mask)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_explicit_attention_gradients_equal_autodiff(masked):
+  """The hand-written backward pass gives autodiff's gradients, also for the weights'
+  cotangent, masked keys and a query row whose keys are all masked (batch 1)."""
+  ks = jax.random.split(jax.random.key(3), 5)
+  query, key, value = (jax.random.normal(k, (2, 3, 6, 8)) for k in ks[:3])
+  key = key[..., :5, :] * 2.0  # Peaked weights: the softmax backward is not trivial.
+  value = value[..., :5, :]
+  mask = None
+  if masked:
+    mask = jnp.array([[True, False, True, True, False], [False] * 5])[:, None, None, :]
+  # A loss on both outputs, so both cotangents reach the backward pass.
+  probe_out = jax.random.normal(ks[3], (2, 3, 6, 8))
+  probe_weights = jax.random.normal(ks[4], (2, 3, 6, 5))
+
+  def loss(core, q, k, v):
+    attended, weights = core(q, k, v, mask)
+    return jnp.sum(attended * probe_out) + jnp.sum(weights * probe_weights)
+
+  expected = jax.jit(jax.grad(functools.partial(loss, _autodiff_attention), (0, 1, 2)))(
+      query, key, value)
+  actual = jax.jit(jax.grad(functools.partial(loss, modules.explicit_attention), (0, 1, 2)))(
+      query, key, value)
+  for name, e, a in zip('qkv', expected, actual):
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=2e-5, err_msg=name)
+  assert float(jnp.max(jnp.abs(expected[0]))) > 0.1  # The comparison is not of zeros.
+  if masked:  # No gradient reaches a fully masked row, or masked keys.
+    np.testing.assert_array_equal(actual[0][1], 0.0)
+    np.testing.assert_array_equal(actual[1][0, :, [1, 4]], 0.0)
+
+
+@pytest.mark.parametrize('dtype,tolerance', [(jnp.float32, 2e-5), (jnp.bfloat16, 5e-2)])
+def test_dot_product_attention_impl_equals_explicit(dtype, tolerance):
+  """`impl='dot_product_attention'` computes the explicit path's outputs and gradients
+  (XLA's implementation on CPU; cuDNN's on GPUs), and still sows weights when asked."""
+  _, params, inputs_q, inputs_kv = _random_attention(num_q=7, num_kv=9)
+  inputs_q = jnp.stack([inputs_q, -inputs_q])  # Batch 2: one row masked out entirely.
+  inputs_kv = jnp.stack([inputs_kv, inputs_kv[::-1]])
+  mask = jnp.array([[True, False, True, True, False, True, True, True, False], [False] * 9])
+
+  def loss_and_grads(impl):
+    attention = modules.Attention(num_heads=2, qkv_size=8, dtype=dtype, impl=impl)
+    loss = lambda p: jnp.sum(jnp.sin(attention.apply({'params': p}, inputs_q, inputs_kv, mask)))
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  (expected, expected_grads), (actual, actual_grads) = map(
+      loss_and_grads, ('explicit', 'dot_product_attention'))
+  np.testing.assert_allclose(actual, expected, rtol=tolerance)
+  for path, e in jax.tree_util.tree_leaves_with_path(expected_grads):
+    a = functools.reduce(lambda t, k: t[k.key], path, actual_grads)
+    np.testing.assert_allclose(a, e, rtol=tolerance, atol=tolerance, err_msg=str(path))
+  fused = modules.Attention(num_heads=2, qkv_size=8, impl='dot_product_attention')
+  _, state = _apply(fused, {'params': params}, inputs_q, inputs_kv, mutable=['intermediates'])
+  assert state['intermediates']['attention_weights'][0].shape == (2, 2, 7, 9)
+
+
+def test_attention_rejects_unknown_impl():
+  attention = modules.Attention(num_heads=2, qkv_size=8, impl='flash')
+  with pytest.raises(ValueError, match="impl must be one of"):
+    random_variables(attention, jax.random.key(0), jnp.zeros((2, 4)), jnp.zeros((2, 4)))
+
+
 def test_attention_rejects_indivisible_qkv():
   attention = modules.Attention(num_heads=3, qkv_size=8)
   with pytest.raises(ValueError, match='qkv_size'):
