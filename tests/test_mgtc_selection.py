@@ -155,8 +155,10 @@ def test_ratio_selection_properties(scores, ratio_fraction):
 
 @hypothesis.settings(max_examples=15, deadline=None)
 @hypothesis.given(
+    # No subnormal scores: jitted CPU code flushes them to zero, numpy keeps them, so a
+    # 1e-45 score at threshold 0 would be kept by one and dropped by the other.
     scores=hnp.arrays(np.float32, st.tuples(st.integers(1, 2), st.integers(1, 12)),
-                      elements=st.floats(0.0, 1.0, width=32)),
+                      elements=st.floats(0.0, 1.0, width=32, allow_subnormal=False)),
     threshold=st.floats(0.0, 1.0),
     bucket=st.integers(1, 5),
 )

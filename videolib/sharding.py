@@ -143,10 +143,3 @@ def host_to_global(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) 
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
   )
-
-
-def global_batch_spec(spec: dict[str, jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh) -> dict:
-  sharding = batch_sharding(mesh)
-  return jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), spec
-  )
