@@ -102,7 +102,7 @@ def matmul_peak_flops(size: int = 2048, dtype=jnp.float32, repeats: int = 10) ->
 
 def _compiled_train_step(task, config):
   """(compiled step, init_state, abstract_state, batch spec, seconds to compile, FLOPs)."""
-  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  spec = pipeline.batch_spec(config.data, config.batch_size)
   tx, schedule = train.make_optimizer(config, task)
   init_state, abstract_state = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   step = train.make_train_step(task, tx, schedule, config)
@@ -219,7 +219,7 @@ def _timed(fn, args, steps: int) -> tuple[float, float]:
 def forward_speed(config, steps: int) -> dict:
   """XLA FLOPs and median time of the training-mode forward pass and loss (no gradient)."""
   task = moog_task.MooGTask(config)
-  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  spec = pipeline.batch_spec(config.data, config.batch_size)
   params = jax.jit(task.init)(jax.random.key(0), spec)
   rng = np.random.default_rng(0)
   batch = {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}

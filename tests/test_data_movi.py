@@ -147,11 +147,11 @@ def test_random_crop_keeps_lifted_tracks_in_the_crop(data_dir):
 def test_movi_labels_and_non_square_tracks_are_refused_up_front(data_dir):
   with pytest.raises(ValueError, match="need square frames"):
     pipeline.batch_spec(_config(data_dir, name="movi_e/32x16", resolution=8,
-                                features=("video", "tracks")), 4, train=True)
+                                features=("video", "tracks")), 4)
   with pytest.raises(ValueError, match="no motion class label"):
-    pipeline.batch_spec(_config(data_dir, features=("label",)), 4, train=True)
+    pipeline.batch_spec(_config(data_dir, features=("label",)), 4)
   with pytest.raises(ValueError, match="Unknown MOVi dataset 'movi_g/128x128'|Unknown dataset"):
-    pipeline.batch_spec(_config(data_dir, name="movi_g/128x128"), 4, train=True)
+    pipeline.batch_spec(_config(data_dir, name="movi_g/128x128"), 4)
 
 
 def test_corrupt_object_coordinates_name_the_record(data_dir):

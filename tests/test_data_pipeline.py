@@ -99,7 +99,7 @@ def test_batches_match_spec_and_contract(data_dir):
   iterator = pipeline.make_train_iterator(config, global_batch_size=4, seed=0,
                                           process_index=0, process_count=1)
   batch = next(iterator)
-  spec = pipeline.batch_spec(config, 4, train=True)
+  spec = pipeline.batch_spec(config, 4)
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
       k: (v.shape, v.dtype) for k, v in spec.items()}
   assert 0.0 <= batch["video"].min() and batch["video"].max() <= 1.0
@@ -203,7 +203,7 @@ def test_eval_visits_every_example_once_over_two_hosts(data_dir):
 def test_bad_configs_fail_before_reading_data(overrides, message):
   config = _config("/nonexistent", **overrides)
   with pytest.raises(ValueError, match=message):
-    pipeline.batch_spec(config, 4, train=True)
+    pipeline.batch_spec(config, 4)
   with pytest.raises(ValueError, match=message):
     pipeline.make_train_iterator(config, global_batch_size=4, seed=0,
                                  process_index=0, process_count=1)

@@ -185,7 +185,7 @@ def test_train_iterator_is_deterministic_per_seed_and_resumable(data_dir):
 
 def test_batch_spec_matches_the_batches(data_dir):
   config = _config(data_dir, resolution=16)
-  spec = pipeline.batch_spec(config, 4, train=True)
+  spec = pipeline.batch_spec(config, 4)
   batch = next(pipeline.make_train_iterator(config, global_batch_size=4, seed=0,
                                             process_index=0, process_count=1))
   assert set(spec) == set(batch) == {"_mask", "video", "label"}
@@ -213,7 +213,7 @@ def test_missing_dataset_names_path_and_prepare_command(tmp_path):
 ])
 def test_bad_ucf101_configs_raise_naming_the_field(data_dir, overrides, match):
   with pytest.raises(ValueError, match=match):
-    pipeline.batch_spec(_config(data_dir, **overrides), 4, train=True)
+    pipeline.batch_spec(_config(data_dir, **overrides), 4)
 
 
 def test_mgtc_ucf101_config_trains_two_steps_end_to_end(data_dir, tmp_path):

@@ -96,7 +96,7 @@ def reference_run(config) -> tuple[list[float], dict]:
                                         seed=config.seed, process_index=i,
                                         process_count=NUM_PROCESSES)
            for i in range(NUM_PROCESSES)]
-  spec = pipeline.batch_spec(config.data, BATCH_SIZE, train=True)
+  spec = pipeline.batch_spec(config.data, BATCH_SIZE)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
   init_state, abstract = train.abstract_train_state(task, tx, spec, jax.random.key(config.seed))
   state_sharding = sharding.state_shardings(abstract, mesh, config.mesh)
@@ -115,7 +115,7 @@ def reference_run(config) -> tuple[list[float], dict]:
 
 def checkpointed_params(workdir: str, config) -> dict:
   task = moog_task.MooGTask(config)
-  spec = pipeline.batch_spec(config.data, BATCH_SIZE, train=True)
+  spec = pipeline.batch_spec(config.data, BATCH_SIZE)
   tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
   _, abstract = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -229,7 +229,7 @@ def test_trivial_baselines_on_hand_made_inputs():
 
 def _paper_readout_params(arg):
   config = moog_readout_movi.get_config(arg)
-  spec = pipeline.batch_spec(config.data, 8, train=True)
+  spec = pipeline.batch_spec(config.data, 8)
   task = readout_task.ReadoutTask(config)
   return config, train.count_params_per_part(jax.eval_shape(task.init, jax.random.key(0), spec))
 

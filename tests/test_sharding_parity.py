@@ -57,7 +57,7 @@ def train_losses(workdir: str) -> list[float]:
 def final_state(workdir: str, config: ml_collections.ConfigDict) -> dict:
   """The newest checkpoint's state as numpy arrays (restored onto one device)."""
   task = moog_task.MooGTask(config)
-  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  spec = pipeline.batch_spec(config.data, config.batch_size)
   tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
   _, abstract = train.abstract_train_state(task, tx, spec, jax.random.key(0))
   one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -303,3 +303,27 @@ def test_xla_flops_counts_a_loop_body_once_so_time_loops_are_counted_unrolled():
   unrolled = cost.xla_flops(lambda x, w: four_matmuls(x, w, True), x, w)
   assert rolled == pytest.approx(one_matmul, abs=2)  # + the loop counter's add and compare.
   assert unrolled == 4 * one_matmul
+
+
+def test_evaluation_pools_sums_and_counts_with_metrics_finalize(monkeypatch):
+  """The trainer's evaluation pools over batches as `metrics.finalize` does: sum / count,
+  NaN for a metric nothing was scoreable for (the notebook gives the same numbers)."""
+  from videolib import train  # pylint: disable=import-outside-toplevel
+  from videolib.data import pipeline  # pylint: disable=import-outside-toplevel
+  batches = [{"x": np.full((8,), 1.0, np.float32), "_mask": np.ones(8, bool)},
+             {"x": np.full((8,), 4.0, np.float32), "_mask": np.arange(8) < 2}]
+  monkeypatch.setattr(pipeline, "make_eval_iterator", lambda *args, **kwargs: iter(batches))
+
+  def eval_fn(params, batch, rng):
+    del params, rng
+    mask = batch["_mask"].astype(jnp.float32)
+    return {"x": (jnp.sum(batch["x"] * mask), jnp.sum(mask)),
+            "squared_mse": (jnp.sum(batch["x"] ** 2 * mask), jnp.sum(mask)),
+            "unscoreable": (jnp.zeros(()), jnp.zeros(()))}
+
+  config = ml_collections.ConfigDict(dict(seed=0, eval_batch_size=8, data={}))
+  mesh = sharding.make_mesh(_mesh_config())
+  values, _ = train._evaluate(None, config, mesh, eval_fn, task=object())  # pylint: disable=protected-access
+  assert values["x"] == pytest.approx((8 * 1.0 + 2 * 4.0) / 10)
+  assert values["squared_rmse"] == pytest.approx(np.sqrt((8 * 1.0 + 2 * 16.0) / 10))
+  assert np.isnan(values["unscoreable"])

@@ -53,6 +53,7 @@ from jax.experimental import multihost_utils
 
 from videolib import checkpoint
 from videolib import cost
+from videolib import metrics as metrics_lib
 from videolib import optim
 from videolib import sharding
 from videolib import writers
@@ -337,7 +338,7 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
   """Parameter counts per part and XLA FLOPs of one train step, from shapes alone."""
   validate_common_config(config)
   task.validate_config(config)
-  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  spec = pipeline.batch_spec(config.data, config.batch_size)
   tx, schedule = make_optimizer(config, task)
   _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(0))
   counting_task = task.for_cost_analysis(config) if hasattr(task, "for_cost_analysis") else task
@@ -356,20 +357,20 @@ def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
 def _evaluate(params, config, mesh, eval_fn, task) -> tuple[dict[str, float], dict]:
   """Runs the padded eval split once.
 
-  Returns the mask-weighted means and the first (global) batch, for summaries.
+  Returns the mask-weighted means (`metrics.finalize`'s rules, as the notebook's: NaN where
+  nothing was scoreable) and the first (global) batch, for summaries.
   """
   eval_iter = pipeline.make_eval_iterator(config.data, global_batch_size=config.eval_batch_size)
-  sums: dict[str, float] = {}
-  counts: dict[str, float] = {}
+  accumulated: dict[str, tuple[float, float]] = {}
   first_batch = None
   for batch_index, local_batch in enumerate(eval_iter):
     batch = sharding.host_to_global(check_batch(task, local_batch), mesh)
     first_batch = batch if first_batch is None else first_batch
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2), batch_index)
     for name, (total, count) in jax.device_get(eval_fn(params, batch, rng)).items():
-      sums[name] = sums.get(name, 0.0) + float(total)
-      counts[name] = counts.get(name, 0.0) + float(count)
-  return {name: sums[name] / max(counts[name], 1e-12) for name in sums}, first_batch
+      old_total, old_count = accumulated.get(name, (0.0, 0.0))
+      accumulated[name] = (old_total + float(total), old_count + float(count))
+  return metrics_lib.finalize(accumulated), first_batch
 
 
 def train_and_evaluate(
@@ -393,7 +394,7 @@ def train_and_evaluate(
   train_iter = pipeline.make_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed
   )
-  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  spec = pipeline.batch_spec(config.data, config.batch_size)
   batch_sharding = sharding.batch_sharding(mesh)
 
   # ---- Shapes first: the abstract state decides the shardings ------------------------------
@@ -589,7 +590,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
   task.validate_config(config)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_divisible(config.eval_batch_size, mesh)
-  spec = pipeline.batch_spec(config.data, config.batch_size, train=True)
+  spec = pipeline.batch_spec(config.data, config.batch_size)
   tx, _ = make_optimizer(config, task)
   _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(config.seed))
   state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)

@@ -545,20 +545,16 @@ def _preprocess_ucf101(record: dict, data_config, stored: _Stored,
   return example
 
 
-def batch_spec(data_config, global_batch_size: int, train: bool
-               ) -> dict[str, jax.ShapeDtypeStruct]:
-  """Global shapes and dtypes of a batch, without reading any data.
+def batch_spec(data_config, global_batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """Global shapes and dtypes of a batch (train and eval alike), without reading any data.
 
   Args:
     data_config: the data config.
     global_batch_size: batch size summed over hosts.
-    train: unused today (train and eval batches have the same layout); kept so
-      callers state which one they mean.
 
   Returns:
     dict of `jax.ShapeDtypeStruct` with the keys of a batch.
   """
-  del train
   validate_config(data_config)
   b, t = global_batch_size, data_config.num_frames
   h, w = _resolution(data_config)
