@@ -119,11 +119,16 @@ def _temp_gib(compiled) -> float:
   return compiled.memory_analysis().temp_size_in_bytes / 2**30
 
 
+def _random_batch(spec) -> dict:
+  """A fixed batch of uniform noise with the spec's shapes and dtypes."""
+  rng = np.random.default_rng(0)
+  return {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}
+
+
 def _warmed_up(compiled, init_state, spec):
   """(state after one untimed step, the fixed random batch it ran on)."""
   state = jax.jit(init_state)(jax.random.key(0))
-  rng = np.random.default_rng(0)
-  batch = {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}
+  batch = _random_batch(spec)
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   return state, batch
@@ -219,10 +224,8 @@ def _timed(fn, args, steps: int) -> tuple[float, float]:
 def forward_speed(config, steps: int) -> dict:
   """XLA FLOPs and median time of the training-mode forward pass and loss (no gradient)."""
   task = moog_task.MooGTask(config)
-  spec = pipeline.batch_spec(config.data, config.batch_size)
-  params = jax.jit(task.init)(jax.random.key(0), spec)
-  rng = np.random.default_rng(0)
-  batch = {k: jnp.asarray(rng.uniform(size=s.shape).astype(s.dtype)) for k, s in spec.items()}
+  batch = _random_batch(pipeline.batch_spec(config.data, config.batch_size))
+  params = jax.jit(task.init)(jax.random.key(0), batch)
   loss = lambda params, batch: task.loss_fn(params, batch, jax.random.key(1))[0]
   flops, seconds = _timed(loss, (params, batch), steps)
   return dict(forward_flops=flops, forward_seconds=seconds)

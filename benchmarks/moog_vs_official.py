@@ -18,6 +18,7 @@ Run it on an otherwise idle machine: absolute times on shared machines move by t
 percent within an hour; the ratio of two runs taken minutes apart much less.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -104,15 +105,13 @@ def main(argv):
   records = []
   for name in FLAGS.configs:
     steps = FLAGS.steps or _DEFAULT_STEPS[name]
-    runs = [(run_official, False), (run_ours, False)]
-    if FLAGS.xla_defaults_too:
-      runs += [(run_official, True), (run_ours, True)]
-    for runner, swapped in runs:
-      # Each side with the XLA options it ships with, then (swapped) with the other's.
-      if runner is run_official:
-        record = run_official(name, steps, with_project_options=swapped)
-      else:
-        record = run_ours(name, steps, xla_defaults=swapped)
+    # Each side with the XLA options it ships with, then (swapped) with the other's.
+    swaps = (False, True) if FLAGS.xla_defaults_too else (False,)
+    runs = [run for swapped in swaps for run in (
+        functools.partial(run_official, name, steps, with_project_options=swapped),
+        functools.partial(run_ours, name, steps, xla_defaults=swapped))]
+    for run in runs:
+      record = run()
       print(f"{record['side']:8s} {name:5s} project XLA options={record['project_xla_options']}:"
             f" step {record['train_step_seconds']:.2f} s, forward {record['forward_seconds']:.2f} s",
             flush=True)

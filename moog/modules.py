@@ -208,7 +208,7 @@ def fused_attention(
   attended = attended.reshape(query.shape)
   if key_mask is not None:
     any_key = jnp.any(key_mask, axis=-1)[..., None, None, None]
-    attended = jnp.where(any_key, attended, 0.0).astype(attended.dtype)
+    attended = jnp.where(any_key, attended, 0.0)
   return attended
 
 
