@@ -75,7 +75,6 @@ def backbone_parts(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
   learned = model_config.get('state_init', 'noise') == 'learned'
   return tuple(sorted(BACKBONE_PARTS + (('initial_tokens',) if learned else ())))
 HEADS = ('points', 'depth', 'boxes')
-RECURRENT_HEADS = ('points', 'boxes')
 HEAD_PARAMS = {'points': 'point_readout', 'depth': 'depth_readout', 'boxes': 'box_readout'}
 REQUIRED_FEATURES = {'points': 'tracks', 'depth': 'depth', 'boxes': 'boxes'}
 STRIDED_QUERY_STRIDE = 5
@@ -84,6 +83,11 @@ REPORTED_TAPVID = ('average_jaccard', 'average_pts_within_thresh', 'occlusion_ac
 # saw every encoder token.
 checkpoint.register_added_config_fields({
     'readout.anchor_to_query': False,
+    'readout.tracking_head': 'recurrent',
+    'readout.map_size': 0,
+    'readout.map_channels': 32,
+    'readout.window_radius': 2,
+    'readout.correlation_weight': 1.0,
     **{f'motion_guided.{field}': value
        for field, value in motion_guided.default_config().items()},
 })
@@ -97,6 +101,14 @@ def default_readout_config() -> ml_collections.ConfigDict:
       features='concat',
       finetune=False,
       anchor_to_query=True,
+      # 'recurrent': MooG's recurrent cross-attention heads for points and boxes;
+      # 'correlation': template matching on a decoded feature map (`readouts.
+      # CorrelationPointReadout`), which learns to track in hundreds of steps.
+      tracking_head='recurrent',
+      map_size=0,  # Cells per side of the correlation heads' map; 0 = the frame's.
+      map_channels=32,
+      window_radius=2,
+      correlation_weight=1.0,
       width=512,
       num_layers=3,
       num_heads=8,
@@ -250,8 +262,9 @@ class ReadoutTask:
   # A readout checkpoint resumes (or is evaluated) only under the settings that shape
   # its heads; evaluation settings (slices, baselines) may change.
   checkpoint_config_sections = tuple(f'readout.{field}' for field in (
-      'tasks', 'features', 'anchor_to_query', 'width', 'num_layers', 'num_heads',
-      'qkv_size', 'mlp_dim', 'num_fourier_bases')) + (
+      'tasks', 'features', 'anchor_to_query', 'tracking_head', 'map_size', 'map_channels',
+      'window_radius', 'width', 'num_layers', 'num_heads', 'qkv_size', 'mlp_dim',
+      'num_fourier_bases')) + (
           'motion_guided.mode', 'motion_guided.drop_ratio', 'motion_guided.threshold')
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -263,14 +276,21 @@ class ReadoutTask:
     head_args = dict(num_layers=c.num_layers, num_heads=c.num_heads, qkv_size=c.qkv_size,
                      mlp_dim=c.mlp_dim, num_fourier_bases=c.num_fourier_bases,
                      features=c.features, finetune=c.finetune)
-    # Runs saved before the field existed had unanchored heads.
-    anchor = c.get('anchor_to_query', False)
-    self.heads = {
-        'points': readouts.PointReadout(width=c.width, anchor_to_query=anchor, **head_args),
-        'depth': readouts.DenseReadout(
-            output_size=1, pixels_per_chunk=c.get('depth_pixels_per_chunk', 0), **head_args),
-        'boxes': readouts.BoxReadout(width=c.width, anchor_to_query=anchor, **head_args),
-    }
+    self.heads = {'depth': readouts.DenseReadout(
+        output_size=1, pixels_per_chunk=c.get('depth_pixels_per_chunk', 0), **head_args)}
+    if c.get('tracking_head', 'recurrent') == 'correlation':
+      tracker_args = dict(map_size=c.map_size or config.data.resolution,
+                          map_channels=c.map_channels, window_radius=c.window_radius,
+                          **head_args)
+      self.heads['points'] = readouts.CorrelationPointReadout(**tracker_args)
+      self.heads['boxes'] = readouts.CorrelationBoxReadout(**tracker_args)
+    else:
+      # Runs saved before the field existed had unanchored heads.
+      anchor = c.get('anchor_to_query', False)
+      self.heads['points'] = readouts.PointReadout(width=c.width, anchor_to_query=anchor,
+                                                   **head_args)
+      self.heads['boxes'] = readouts.BoxReadout(width=c.width, anchor_to_query=anchor,
+                                                **head_args)
     self.tasks = tuple(c.tasks)
     # A motion-guided backbone is read out with its own token selection (mask path; the
     # gather path gives the same states).
@@ -278,13 +298,19 @@ class ReadoutTask:
     logging.info('Readouts %s on %s states (%s), finetune=%s.', self.tasks,
                  self.backbone_kind, c.features, c.finetune)
 
+  @property
+  def uses_correlation_loss(self) -> bool:
+    return 'points' in self.tasks and isinstance(self.heads['points'],
+                                                 readouts.CorrelationPointReadout)
+
   def for_cost_analysis(self, config: ml_collections.ConfigDict) -> 'ReadoutTask':
     """This task with every time loop (backbone and recurrent heads) fully unrolled."""
     unrolled = copy.copy(self)
     num_frames = config.data.num_frames
     unrolled.backbone = self.backbone.clone(scan_unroll=num_frames)
     unrolled.heads = {
-        name: head.clone(scan_unroll=num_frames) if name in RECURRENT_HEADS else head
+        name: head.clone(scan_unroll=num_frames)
+        if isinstance(head, readouts.RecurrentReadout) else head
         for name, head in self.heads.items()}
     return unrolled
 
@@ -348,12 +374,10 @@ class ReadoutTask:
                                              rngs={'default': rng})}
     if point_queries is not None:
       carry['points'] = self.heads['points'].apply(
-          {'params': params['point_readout']}, point_queries[0],
-          method=readouts.PointReadout.initial_state)
+          {'params': params['point_readout']}, point_queries[0], method='initial_state')
     if query_boxes is not None:
       carry['boxes'] = self.heads['boxes'].apply(
-          {'params': params['box_readout']}, query_boxes,
-          method=readouts.BoxReadout.initial_state)
+          {'params': params['box_readout']}, query_boxes, method='initial_state')
     return carry
 
   def _encoder_token_mask(self, video: jax.Array) -> jax.Array | None:
@@ -362,7 +386,7 @@ class ReadoutTask:
                                             self.motion_config)
 
   def _apply_slice(self, params, carry, video, start, *, point_queries, query_boxes,
-                   depth_coords, encoder_token_mask=None):
+                   depth_coords, encoder_token_mask=None, correlation_logits=False):
     """Backbone and heads on the frames `[start, start + len)` of a video.
 
     Args:
@@ -376,6 +400,8 @@ class ReadoutTask:
       encoder_token_mask: [B, L, N] this slice's part of the whole clip's
         `_encoder_token_mask` (so a slice's first frame is scored against the frame
         before it), or None.
+      correlation_logits: also return a correlation point head's matching scores
+        ('correlation_logits' [B, L, N, h, w], for its loss).
 
     Returns:
       (carry, outputs) with time on axis 1: 'position' [B, L, N, 2], 'visible'
@@ -388,9 +414,10 @@ class ReadoutTask:
     new_carry, outputs = {'backbone': states['state']}, {}
     if point_queries is not None:
       query_xy, query_frame = point_queries
+      extra = {'with_logits': True} if correlation_logits else {}
       points = self.heads['points'].apply({'params': params['point_readout']}, states,
                                           query_xy, query_frame - start,
-                                          readout_state=carry['points'])
+                                          readout_state=carry['points'], **extra)
       new_carry['points'] = points.pop('readout_state')
       outputs.update({k: einops.rearrange(v, 'b n t ... -> b t n ...')
                       for k, v in points.items()})
@@ -487,7 +514,8 @@ class ReadoutTask:
     _, outputs = self._apply_slice(params, carry, batch['video'], 0,
                                    point_queries=point_queries, query_boxes=query_boxes,
                                    depth_coords=depth_coords,
-                                   encoder_token_mask=self._encoder_token_mask(batch['video']))
+                                   encoder_token_mask=self._encoder_token_mask(batch['video']),
+                                   correlation_logits=self.uses_correlation_loss)
 
     mask = batch['_mask']
     terms, total = {}, 0.0
@@ -497,6 +525,12 @@ class ReadoutTask:
       loss, parts = readouts.point_tracking_loss(
           points, batch['target_points'], batch['occluded'], point_queries[1],
           image_size=image_size, tracks_valid=batch['tracks_valid'], mask=mask)
+      if self.uses_correlation_loss:
+        parts['correlation'] = readouts.correlation_loss(
+            einops.rearrange(outputs['correlation_logits'], 'b t n h w -> b n t h w'),
+            batch['target_points'], batch['occluded'], point_queries[1],
+            image_size=image_size, tracks_valid=batch['tracks_valid'], mask=mask)
+        loss += c.correlation_weight * parts['correlation']
       total += c.points_weight * loss
       terms.update({f'points/{k}': v for k, v in parts.items()})
       terms['points/loss'] = loss

@@ -152,7 +152,7 @@ def anchored_sigmoid(offset_logits: jax.Array, anchor: jax.Array) -> jax.Array:
 
 
 class _RecurrentStep(nn.Module):
-  """One frame of the recurrent readout; scanned over time by `_RecurrentReadout`."""
+  """One frame of the recurrent readout; scanned over time by `RecurrentReadout`."""
 
   width: int
   num_layers: int
@@ -198,7 +198,7 @@ class _RecurrentStep(nn.Module):
     return state_norm(next_state), corrected
 
 
-class _RecurrentReadout(nn.Module):
+class RecurrentReadout(nn.Module):
   """Shared body of `PointReadout` and `BoxReadout` (upstream ConditionalAutoregressive).
 
   Subclasses set `value_size` (width of the value head) and `logit_size` (0: none).
@@ -312,7 +312,7 @@ class _RecurrentReadout(nn.Module):
     return jax.nn.sigmoid(values)
 
 
-class PointReadout(_RecurrentReadout):
+class PointReadout(RecurrentReadout):
   """Point tracking head: one recurrent state per query track (MOVi config).
 
   Returns a dict with
@@ -355,7 +355,7 @@ class PointReadout(_RecurrentReadout):
     }
 
 
-class BoxReadout(_RecurrentReadout):
+class BoxReadout(RecurrentReadout):
   """Box tracking head conditioned on each object's box on the query frame.
 
   Returns a dict with
@@ -396,6 +396,281 @@ def visible_from_logits(
 ) -> jax.Array:
   """MooG heads: visible iff σ(visibility) · σ(certainty) > threshold."""
   return jax.nn.sigmoid(visibility_logit) * jax.nn.sigmoid(certainty_logit) > threshold
+
+
+# ----------------------------------------------------------------------------------------
+# Correlation trackers (points, boxes).
+# ----------------------------------------------------------------------------------------
+
+
+def cell_centres(size: int) -> jax.Array:
+  """[size] normalised centres (j + 0.5) / size of a map's cells along one axis."""
+  return (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
+
+
+def _hat_weights(coord: jax.Array, size: int) -> jax.Array:
+  """[...] normalised coordinates -> [..., size] bilinear weights over the map's cells.
+
+  Outside the outermost cell centres the coordinate is clamped, so weights sum to 1.
+  """
+  index = jnp.clip(coord * size - 0.5, 0.0, size - 1.0)
+  return jnp.maximum(0.0, 1.0 - jnp.abs(index[..., None] - jnp.arange(size)))
+
+
+def sample_maps(maps: jax.Array, xy: jax.Array) -> jax.Array:
+  """Bilinear samples of per-frame feature maps at per-frame positions.
+
+  Args:
+    maps: [*b, T, h, w, C] feature maps; cell (i, j) sits at normalised
+      (x, y) = ((j + 0.5) / w, (i + 0.5) / h).
+    xy: [*b, N, T, 2] normalised (x, y) positions, one per track and frame.
+
+  Returns:
+    [*b, N, T, C].
+  """
+  height, width = maps.shape[-3:-1]
+  weight_y = _hat_weights(xy[..., 1], height)
+  weight_x = _hat_weights(xy[..., 0], width)
+  return jnp.einsum('...nth,...ntw,...thwc->...ntc', weight_y, weight_x, maps)
+
+
+def box_coverage(boxes: jax.Array, height: int, width: int) -> jax.Array:
+  """Fraction of each map cell inside each box.
+
+  Args:
+    boxes: [*b, K, 4] normalised [ymin, xmin, ymax, xmax].
+    height, width: map size.
+
+  Returns:
+    [*b, K, h, w] coverage in [0, 1].
+  """
+  def overlap(low, high, size):
+    edges = jnp.arange(size, dtype=jnp.float32)
+    return jnp.clip(jnp.minimum(edges + 1, high[..., None] * size)
+                    - jnp.maximum(edges, low[..., None] * size), 0.0, 1.0)
+  along_y = overlap(boxes[..., 0], boxes[..., 2], height)
+  along_x = overlap(boxes[..., 1], boxes[..., 3], width)
+  return along_y[..., :, None] * along_x[..., None, :]
+
+
+def window_soft_argmax(logits: jax.Array, radius: int) -> jax.Array:
+  """Soft-argmax inside a square window around each map's argmax (TAPIR's readout).
+
+  Args:
+    logits: [..., h, w] matching scores.
+    radius: half-width of the window, in cells (0: the argmax cell itself).
+
+  Returns:
+    [..., 2] normalised (x, y) expectation over the window's softmax.
+  """
+  height, width = logits.shape[-2:]
+  flat_index = jnp.argmax(logits.reshape(logits.shape[:-2] + (-1,)), axis=-1)
+  peak_y, peak_x = flat_index // width, flat_index % width
+  rows = jnp.abs(jnp.arange(height) - peak_y[..., None]) <= radius
+  cols = jnp.abs(jnp.arange(width) - peak_x[..., None]) <= radius
+  inside = rows[..., :, None] & cols[..., None, :]
+  weights = jax.nn.softmax(jnp.where(inside, logits, -jnp.inf), axis=(-2, -1))
+  return jnp.stack([jnp.einsum('...hw,w->...', weights, cell_centres(width)),
+                    jnp.einsum('...hw,h->...', weights, cell_centres(height))], axis=-1)
+
+
+def _l2_normalise(x: jax.Array) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + 1e-12)
+
+
+class _CorrelationTracker(nn.Module):
+  """Shared body of `CorrelationPointReadout` and `CorrelationBoxReadout`.
+
+  A readout whose positions come from matching, not from regression: per frame, a
+  cross-attention decoder (`modules.PixelDecoder`, queried at the cells of a
+  `map_size`² grid) turns the frozen tokens into an L2-normalised feature map; on a
+  track's query frame a template is read from that map (bilinear at a query point, or the
+  mean over a box); on every frame the template's cosine similarity with the map, times
+  a learned temperature, is the matching score, and a soft-argmax in a window around its
+  peak gives the match position. The track moves by the displacement of the match from
+  the query frame's own match, so a template whose match is off by a fraction of a cell
+  on the query frame still gives the right motion, and a still scene gives zero motion.
+  This is the cost-volume readout of TAP-Net / TAPIR; the recurrent heads above are
+  MooG's. It needs no recurrence: the state carried between temporal slices is the
+  template and its query-frame match, `[*b, m, map_channels + 2]`.
+
+  Attributes:
+    num_layers, num_heads, qkv_size, mlp_dim, num_fourier_bases: decoder sizes.
+    map_size: cells per side of the feature map (the frame resolution by default in
+      the readout task, so a cell is a pixel).
+    map_channels: feature channels C.
+    window_radius: soft-argmax window half-width, in cells.
+    features: which MooG states to read: 'predicted', 'corrected' or 'concat'.
+    finetune: if False, no gradient flows into the MooG features.
+  """
+
+  num_layers: int = 3
+  num_heads: int = 8
+  qkv_size: int = 512
+  mlp_dim: int = 2048
+  num_fourier_bases: int = 16
+  map_size: int = 32
+  map_channels: int = 32
+  window_radius: int = 2
+  features: FeatureChoice = 'concat'
+  finetune: bool = False
+
+  def initial_state(self, conditioning: jax.Array) -> jax.Array:
+    """[*b, m, k] conditioning -> [*b, m, C + 2] empty state (set on the query frame)."""
+    return jnp.zeros(conditioning.shape[:-1] + (self.map_channels + 2,), jnp.float32)
+
+  def feature_maps(self, moog_outputs: Mapping[str, jax.Array]) -> jax.Array:
+    """MooG states [*b, T, n, d] -> [*b, T, map_size, map_size, C] unit-norm features."""
+    features = _frozen_features(moog_outputs, self.features, self.finetune)
+    maps = modules.PixelDecoder(
+        num_layers=self.num_layers, num_heads=self.num_heads, qkv_size=self.qkv_size,
+        mlp_dim=self.mlp_dim, num_fourier_bases=self.num_fourier_bases,
+        out_channels=self.map_channels, name='decoder',
+    )(features, modules.grid_coordinates(self.map_size, self.map_size))
+    return _l2_normalise(maps)
+
+  def match(
+      self,
+      maps: jax.Array,
+      new_template: jax.Array,
+      query_frame: jax.Array,
+      readout_state: jax.Array | None,
+  ) -> dict[str, jax.Array]:
+    """Matches each track's template against every frame.
+
+    Args:
+      maps: [*b, T, h, w, C] `feature_maps`.
+      new_template: [*b, m, T, C] the template each frame would give as the query frame.
+      query_frame: [*b, m] query frame relative to this slice; outside [0, T) the carried
+        template and match are kept.
+      readout_state: [*b, m, C + 2] carried state, or None.
+
+    Returns:
+      dict with 'template' [*b, m, C], 'logits' [*b, m, T, h, w] matching scores,
+      'match' [*b, m, T, 2] normalised (x, y), 'displacement' [*b, m, T, 2] of the match
+      from the query frame's match, 'state' [*b, m, C + 2].
+    """
+    num_frames = maps.shape[-4]
+    on_query = jnp.arange(num_frames) == query_frame[..., None]  # [*b, m, T]
+    in_slice = jnp.any(on_query, axis=-1, keepdims=True)
+    on_query = on_query.astype(maps.dtype)
+    if readout_state is None:
+      readout_state = self.initial_state(new_template[..., 0, :])
+    template = jnp.where(
+        in_slice, _l2_normalise(jnp.einsum('...mt,...mtc->...mc', on_query, new_template)),
+        readout_state[..., :self.map_channels])
+    log_temperature = self.param('log_temperature', nn.initializers.constant(jnp.log(10.0)),
+                                 ())
+    logits = jnp.exp(log_temperature) * jnp.einsum('...mc,...thwc->...mthw', template, maps)
+    match = window_soft_argmax(logits, self.window_radius)
+    query_match = jnp.where(in_slice, jnp.einsum('...mt,...mtc->...mc', on_query, match),
+                            readout_state[..., self.map_channels:])
+    return {
+        'template': template,
+        'logits': logits,
+        'match': match,
+        'displacement': match - query_match[..., None, :],
+        'state': jnp.concatenate([template, query_match], axis=-1),
+    }
+
+
+class CorrelationPointReadout(_CorrelationTracker):
+  """Point tracking by template matching (see `_CorrelationTracker`).
+
+  The same outputs as `PointReadout`, plus 'correlation_logits' [*b, N, T, h, w] when
+  asked (for `correlation_loss`). Before a track's query frame (unsupervised, unscored
+  in TAP-Vid `first` mode) it sits at its query position with zero logits (not
+  visible), whatever the carried state holds. Visibility and certainty
+  logits come from an MLP on the template times the feature at the match and the match's
+  cosine score.
+  """
+
+  @nn.compact
+  def __call__(
+      self,
+      moog_outputs: Mapping[str, jax.Array],
+      query_xy: jax.Array,
+      query_frame: jax.Array,
+      readout_state: jax.Array | None = None,
+      with_logits: bool = False,
+  ) -> dict[str, jax.Array]:
+    """Tracks the query points through the frames of `moog_outputs`.
+
+    Args:
+      moog_outputs: MooG outputs, states [*b, T, n, d].
+      query_xy: [*b, N, 2] normalised (x, y) query positions in [0, 1].
+      query_frame: [*b, N] int query frame relative to this slice.
+      readout_state: optional state returned by the previous slice.
+      with_logits: also return the matching scores.
+
+    Returns:
+      'position' [*b, N, T, 2], 'visibility_logit', 'certainty_logit', 'visible'
+      [*b, N, T], 'readout_state' [*b, N, C + 2] (and 'correlation_logits').
+    """
+    maps = self.feature_maps(moog_outputs)
+    num_frames = maps.shape[-4]
+    per_frame_query = jnp.broadcast_to(query_xy[..., None, :],
+                                       query_xy.shape[:-1] + (num_frames, 2))
+    matched = self.match(maps, sample_maps(maps, per_frame_query), query_frame,
+                         readout_state)
+    before_query = jnp.arange(num_frames) < query_frame[..., None]
+    position = jnp.clip(per_frame_query + matched['displacement'], 0.0, 1.0)
+    position = jnp.where(before_query[..., None], per_frame_query, position)
+    at_match = sample_maps(maps, matched['match'])
+    score = jnp.einsum('...tc,...c->...t', at_match, matched['template'])
+    logits = MlpBlock(self.map_channels * 2, 2, name='visibility_head')(jnp.concatenate(
+        [at_match * matched['template'][..., None, :], score[..., None]], axis=-1))
+    logits = jnp.where(before_query[..., None], 0.0, logits)
+    outputs = {
+        'position': position,
+        'visibility_logit': logits[..., 0],
+        'certainty_logit': logits[..., 1],
+        'visible': visible_from_logits(logits[..., 0], logits[..., 1]),
+        'readout_state': matched['state'],
+    }
+    if with_logits:
+      outputs['correlation_logits'] = matched['logits']
+    return outputs
+
+
+class CorrelationBoxReadout(_CorrelationTracker):
+  """Box tracking by template matching: the query box moves with its template's match.
+
+  The template is the mean feature over the query-frame box (cells weighted by
+  `box_coverage`); the box keeps its size. Same outputs as `BoxReadout`.
+  """
+
+  @nn.compact
+  def __call__(
+      self,
+      moog_outputs: Mapping[str, jax.Array],
+      query_boxes: jax.Array,
+      query_frame: jax.Array | int = 0,
+      readout_state: jax.Array | None = None,
+  ) -> dict[str, jax.Array]:
+    """Tracks the query boxes through the frames of `moog_outputs`.
+
+    Args:
+      moog_outputs: MooG outputs, states [*b, T, n, d].
+      query_boxes: [*b, K, 4] normalised boxes on the query frame.
+      query_frame: int or [*b, K] query frame relative to this slice.
+      readout_state: optional state returned by the previous slice.
+
+    Returns:
+      'boxes' [*b, T, K, 4], 'readout_state' [*b, K, C + 2].
+    """
+    query_frame = jnp.broadcast_to(jnp.asarray(query_frame, jnp.int32), query_boxes.shape[:-1])
+    maps = self.feature_maps(moog_outputs)
+    coverage = box_coverage(query_boxes, self.map_size, self.map_size)
+    box_mean = jnp.einsum('...khw,...thwc->...ktc', coverage, maps) / jnp.maximum(
+        jnp.sum(coverage, axis=(-2, -1)), 1e-6)[..., None, None]
+    matched = self.match(maps, box_mean, query_frame, readout_state)
+    dx, dy = matched['displacement'][..., 0], matched['displacement'][..., 1]
+    boxes = query_boxes[..., None, :] + jnp.stack([dy, dx, dy, dx], axis=-1)
+    before_query = (jnp.arange(maps.shape[-4]) < query_frame[..., None])[..., None]
+    boxes = jnp.where(before_query, query_boxes[..., None, :], jnp.clip(boxes, 0.0, 1.0))
+    return {'boxes': einops.rearrange(boxes, '... k t c -> ... t k c'),
+            'readout_state': matched['state']}
 
 
 # ----------------------------------------------------------------------------------------
@@ -614,6 +889,52 @@ def point_tracking_loss(
       position_weight * position + visibility_weight * visibility + certainty_weight * certainty
   )
   return total, {'position': position, 'visibility': visibility, 'certainty': certainty}
+
+
+def correlation_loss(
+    correlation_logits: jax.Array,
+    target_points: jax.Array,
+    occluded: jax.Array,
+    query_frame: jax.Array,
+    *,
+    image_size: tuple[int, int],
+    tracks_valid: jax.Array | None = None,
+    mask: jax.Array | None = None,
+) -> jax.Array:
+  """Cross-entropy of the matching scores against the true position (TAP-Net's cost volume).
+
+  The target distribution puts the bilinear weights of the ground-truth position on
+  the four cells around it; supervised entries are those of `point_tracking_loss`
+  (visible frames from the query frame on, valid tracks of real examples).
+
+  Args:
+    correlation_logits: [B, N, T, h, w] `CorrelationPointReadout` scores.
+    target_points: [B, N, T, 2] ground-truth (x, y) raster pixels at image_size.
+    occluded: [B, N, T] bool.
+    query_frame: [B, N] int query frame relative to the chunk.
+    image_size: (height, width) of the raster of `target_points`.
+    tracks_valid: optional [B, N] bool.
+    mask: optional [B] bool example mask.
+
+  Returns:
+    Scalar loss in nats.
+  """
+  batch_shape = occluded.shape[:-2]
+  num_frames = occluded.shape[-1]
+  map_height, map_width = correlation_logits.shape[-2:]
+  track_ok = _example_weight(mask, batch_shape)[..., None]
+  if tracks_valid is not None:
+    track_ok = track_ok & tracks_valid.astype(bool)
+  supervised = ((jnp.arange(num_frames) >= query_frame[..., None]) & track_ok[..., None]
+                & ~occluded.astype(bool))
+  height, width = image_size
+  target = jnp.where(supervised[..., None], target_points, 0.0) / jnp.asarray(
+      [width, height], jnp.float32)
+  target_weights = (_hat_weights(target[..., 1], map_height)[..., :, None]
+                    * _hat_weights(target[..., 0], map_width)[..., None, :])
+  log_probs = jax.nn.log_softmax(correlation_logits, axis=(-2, -1))
+  cross_entropy = -jnp.sum(target_weights * log_probs, axis=(-2, -1))
+  return _masked_mean(cross_entropy, supervised)
 
 
 def depth_loss(

@@ -190,6 +190,39 @@ def test_unrolled_heads_compute_the_same_outputs_as_the_rolled_loops(data_dir, p
                                err_msg=name)
 
 
+def test_correlation_heads_learn_and_evaluate_in_slices_as_in_one_pass(data_dir, pretrained,
+                                                                      tmp_path):
+  config = _readout_config(data_dir, pretrained, num_train_steps=20, eval_every_steps=20,
+                           checkpoint_every_steps=20,
+                           **{'optimizer.peak_lr': 3e-3, 'readout.tracking_head': 'correlation',
+                              'readout.map_size': 16, 'readout.map_channels': 8,
+                              # A window as large as the map: the expectation is continuous
+                              # in the scores, so the slices' float rounding cannot flip an
+                              # argmax between two distant near-equal peaks.
+                              'readout.window_radius': 16})
+  task = readout_task.ReadoutTask(config)
+  workdir = str(tmp_path / 'readout')
+  result = train.train_and_evaluate(config, workdir, task)
+  records = _records(workdir, 'train')
+  for name, factor in (('points/correlation', 0.98), ('points/loss', 0.9), ('boxes/loss', 1.0)):
+    first = np.mean([r[name] for r in records[:3]])
+    last = np.mean([r[name] for r in records[-3:]])
+    assert last < factor * first, (name, first, last)
+  assert np.isfinite(result['eval_points_first/average_jaccard'])
+  assert np.isfinite(result['eval_boxes/box_iou'])
+
+  config.data.num_frames = 8
+  batch = next(iter(pipeline.make_eval_iterator(config.data, global_batch_size=8)))
+  params = _params(workdir)
+  queries = readouts.normalise_query_points(batch['query_points'], (32, 32))
+  whole = task.run(params, batch, jax.random.key(1), point_queries=queries,
+                   heads=('points', 'boxes'))
+  sliced = task.run(params, batch, jax.random.key(1), point_queries=queries,
+                    heads=('points', 'boxes'), slice_frames=2)
+  for name in ('position', 'visible', 'boxes'):
+    np.testing.assert_allclose(sliced[name], whole[name], atol=1e-5, err_msg=name)
+
+
 def test_bad_batches_are_refused_on_the_host(data_dir, pretrained):
   config = _readout_config(data_dir, pretrained)
   task = readout_task.ReadoutTask(config)

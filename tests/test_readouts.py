@@ -416,3 +416,117 @@ def test_query_point_conversions_round_trip():
   np.testing.assert_allclose(query_xy, [[[0.125, 0.5]]])
   assert query_frame.dtype == jnp.int32 and int(query_frame[0, 0]) == 3
   np.testing.assert_allclose(readouts.positions_to_pixels(query_xy, (32, 64)), [[[8.0, 16.0]]])
+
+
+# ----------------------------------------------------------------------------------------
+# Correlation trackers.
+# ----------------------------------------------------------------------------------------
+
+
+class _GivenMapsPoints(readouts.CorrelationPointReadout):
+  """The point tracker on feature maps given as input (no decoder)."""
+
+  def feature_maps(self, moog_outputs):
+    return moog_outputs['maps']
+
+
+class _GivenMapsBoxes(readouts.CorrelationBoxReadout):
+
+  def feature_maps(self, moog_outputs):
+    return moog_outputs['maps']
+
+
+def _shifted_maps(shifts, size=8, channels=4, seed=0):
+  """Unit-norm random maps [1, T, size, size, C]; frame t is frame 0 rolled by shifts[t]."""
+  base = readouts._l2_normalise(jax.random.normal(jax.random.PRNGKey(seed),
+                                                  (size, size, channels)))
+  frames = [jnp.roll(base, shift, axis=(0, 1)) for shift in shifts]  # (dy, dx) cells.
+  return {'maps': jnp.stack(frames)[None]}
+
+
+def test_sample_maps_is_bilinear_and_exact_at_cell_centres():
+  ys, xs = jnp.meshgrid(jnp.arange(4.0), jnp.arange(6.0), indexing='ij')
+  maps = jnp.stack([xs, ys, xs * ys], axis=-1)[None]  # [T=1, 4, 6, 3]
+  xy = jnp.array([[[0.5 / 6, 0.5 / 4]], [[2.5 / 6, 3.5 / 4]], [[1.75 / 6, 1.0 / 4]]])
+  sampled = readouts.sample_maps(maps, xy)  # [N=3, T=1, 3]
+  # (x, y) in cells = normalised * size - 0.5; bilinear reproduces x, y and, between four
+  # cells, x*y only at cell centres (it is bilinear in x and y separately: exact too).
+  np.testing.assert_allclose(sampled[:, 0], [[0, 0, 0], [2, 3, 6], [1.25, 0.5, 0.625]],
+                             atol=1e-6)
+  # Outside the outermost centres the position is clamped to the border cell.
+  np.testing.assert_allclose(readouts.sample_maps(maps, jnp.array([[[0.0, 1.0]]]))[0, 0],
+                             [0, 3, 0], atol=1e-6)
+
+
+def test_box_coverage_golden_values():
+  coverage = readouts.box_coverage(jnp.array([[0.0, 0.0, 0.5, 0.3]]), 4, 4)[0]
+  np.testing.assert_allclose(coverage, [[1, 0.2, 0, 0], [1, 0.2, 0, 0], [0, 0, 0, 0],
+                                        [0, 0, 0, 0]], atol=1e-6)
+
+
+def test_window_soft_argmax_ignores_mass_outside_the_window():
+  logits = jnp.full((8, 8), -10.0).at[2, 3].set(5.0).at[2, 4].set(5.0).at[7, 7].set(4.9)
+  # Two equal cells around (x, y) = (3.5, 2) cells; the far cell is outside radius 1.
+  np.testing.assert_allclose(readouts.window_soft_argmax(logits, 1) * 8 - 0.5, [3.5, 2.0],
+                             atol=1e-4)
+  assert abs(float(readouts.window_soft_argmax(logits, 7)[0]) * 8 - 0.5 - 3.5) > 0.5
+
+
+def test_point_tracker_follows_shifted_content_exactly():
+  """Content rolled by whole cells moves the match by exactly that many cells."""
+  shifts = [(0, 0), (0, 2), (1, -1), (0, 0)]
+  maps = _shifted_maps(shifts)
+  head = _GivenMapsPoints(map_size=8, map_channels=4)
+  query_xy = jnp.array([[[3.5 / 8, 4.5 / 8], [6.5 / 8, 1.5 / 8]]])
+  query_frame = jnp.array([[0, 1]])
+  params = head.init(jax.random.PRNGKey(0), maps, query_xy, query_frame)
+  params = jax.tree.map(lambda x: x, params)
+  params['params']['log_temperature'] = jnp.log(100.0)  # Sharp, as training makes it.
+  out = head.apply(params, maps, query_xy, query_frame, with_logits=True)
+  cells = out['position'][0] * 8 - 0.5
+  np.testing.assert_allclose(cells[0], [[3, 4], [5, 4], [2, 5], [3, 4]], atol=1e-3)
+  # Track 1 is queried on frame 1 (shifted by 2 in x): frame 0 is before its query and
+  # keeps the query position; later frames move relative to frame 1.
+  np.testing.assert_allclose(cells[1], [[6, 1], [6, 1], [3, 2], [4, 1]], atol=1e-3)
+  assert out['correlation_logits'].shape == (1, 2, 4, 8, 8)
+  assert out['readout_state'].shape == (1, 2, 4 + 2)
+
+
+def test_point_tracker_in_slices_equals_one_pass():
+  maps = _shifted_maps([(0, 0), (0, 1), (1, 1), (2, 1), (2, 2), (2, 3)])
+  head = _GivenMapsPoints(map_size=8, map_channels=4)
+  query_xy = jax.random.uniform(jax.random.PRNGKey(3), (1, 3, 2))
+  query_frame = jnp.array([[0, 2, 4]])
+  params = head.init(jax.random.PRNGKey(0), maps, query_xy, query_frame)
+  whole = head.apply(params, maps, query_xy, query_frame)
+  first = head.apply(params, {'maps': maps['maps'][:, :3]}, query_xy, query_frame)
+  second = head.apply(params, {'maps': maps['maps'][:, 3:]}, query_xy, query_frame - 3,
+                      readout_state=first['readout_state'])
+  for key in ('position', 'visibility_logit', 'certainty_logit'):
+    np.testing.assert_allclose(jnp.concatenate([first[key], second[key]], axis=2),
+                               whole[key], atol=1e-6)
+
+
+def test_box_tracker_translates_the_query_box_with_its_content():
+  maps = _shifted_maps([(0, 0), (1, -1), (-2, 0)])
+  head = _GivenMapsBoxes(map_size=8, map_channels=4)
+  boxes = jnp.array([[[2 / 8, 3 / 8, 4 / 8, 5 / 8]]])  # 2 x 2 cells.
+  params = head.init(jax.random.PRNGKey(0), maps, boxes)
+  params['params']['log_temperature'] = jnp.log(1000.0)
+  tracked = head.apply(params, maps, boxes)['boxes'][0, :, 0] * 8
+  np.testing.assert_allclose(tracked, [[2, 3, 4, 5], [3, 2, 5, 4], [0, 3, 2, 5]], atol=1e-3)
+
+
+def test_correlation_loss_matches_hand_computation():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 3, 4, 4))
+  # Track 0 at cell (x=1, y=2) exactly, then between cells (x=1.5, y=0): raster pixels of
+  # an 8 x 8 image on a 4 x 4 map are 2 pixels per cell (centre at 2 * cell + 1).
+  target = jnp.array([[[[3.0, 5.0], [4.0, 1.0], [3.0, 5.0]], [[1.0, 1.0]] * 3]])
+  occluded = jnp.array([[[False, False, True], [False, False, False]]])
+  query_frame = jnp.array([[0, 1]])
+  valid = jnp.array([[True, False]])
+  loss = readouts.correlation_loss(logits, target, occluded, query_frame, image_size=(8, 8),
+                                   tracks_valid=valid)
+  log_p = jax.nn.log_softmax(logits.reshape(1, 2, 3, 16), axis=-1).reshape(logits.shape)
+  expected = -(log_p[0, 0, 0, 2, 1] + 0.5 * (log_p[0, 0, 1, 0, 1] + log_p[0, 0, 1, 0, 2])) / 2
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
