@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "pillow==13.0.0",
+    # Released VideoMAE weights in Hugging Face's format (mgtc/videomae_weights.py).
+    "safetensors==0.8.0",
     "tensorboard==2.21.0",
     # TensorBoard writer with `purge_step` (a resumed run shows each step once).
     "tensorboardX==2.6.5",

@@ -477,8 +477,8 @@ def reconstruction_targets(
   """Per-tubelet pixel targets [B, N, s * P * P * C] in `patchify` order.
 
   With `normalize`, each tubelet is standardised per channel over its s * P * P
-  pixels (unbiased variance, as VideoMAE's norm_pix target). The video is assumed in
-  [0, 1] (the batch contract), so no de-normalisation is needed first.
+  pixels as VideoMAE's norm_pix target: `(x - mean) / (unbiased std + eps)`. The video
+  is assumed in [0, 1] (the batch contract), so no de-normalisation is needed first.
   """
   tubelets = einops.rearrange(
       patchify(video.astype(jnp.float32), patch_size, tubelet_size),
@@ -487,7 +487,7 @@ def reconstruction_targets(
   if normalize:
     mean = jnp.mean(tubelets, axis=2, keepdims=True)
     var = jnp.var(tubelets, axis=2, keepdims=True, ddof=1)
-    tubelets = (tubelets - mean) / jnp.sqrt(var + eps)
+    tubelets = (tubelets - mean) / (jnp.sqrt(var) + eps)
   return einops.rearrange(tubelets, "b n k c -> b n (k c)")
 
 
