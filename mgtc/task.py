@@ -80,6 +80,7 @@ def _validate_data_and_model(config: ml_collections.ConfigDict) -> selection.Tok
   """Checks that the clip the model sees is well-formed; returns its token grid."""
   data, model = config.data, config.model
   vit.check_motion_input(model.get("motion_input", "none"))
+  vit.check_input_standardisation(model.get("input_standardisation", "none"))
   if "video" not in data.features:
     raise ValueError(f"config.data.features={tuple(data.features)} must include 'video'.")
   if np.ndim(data.resolution) != 0 or data.resolution != model.image_size:

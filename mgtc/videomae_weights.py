@@ -26,8 +26,9 @@ tables are fixed sinusoids in both (not stored). Loading is strict: every stored
 must be used and every model parameter found with its shape, else `CheckpointError`
 names the keys.
 
-Inputs: the released models expect frames standardised with the ImageNet mean and std
-(`IMAGENET_MEAN`, `IMAGENET_STD`) after scaling to [0, 1].
+Inputs: the released models expect frames in [0, 1] standardised with the ImageNet mean
+and std; `model_config_updates` sets `input_standardisation='imagenet'`, which makes
+`mgtc.vit` do that (the MAE targets stay on the [0, 1] clip, as VideoMAE's).
 
 Files: `.safetensors` (read with `safetensors.numpy`), and PyTorch's zip pickles
 (`.pth`, `.bin`, `.pt`), read without PyTorch by an unpickler that rebuilds tensors
@@ -57,8 +58,6 @@ import numpy as np
 from mgtc import vit
 from videolib import checkpoint
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 
 # ----------------------------------------------------------------------------------------
@@ -343,6 +342,7 @@ def model_config_updates(tensors: Mapping[str, np.ndarray], params: dict[str, An
               if name.endswith(('patch_embed.proj.weight', 'patch_embeddings.projection.weight')))
   width, channels, tubelet_size, patch_size = conv.shape[:4]
   updates = {
+      'input_standardisation': 'imagenet',
       'channels': channels,
       'tubelet_size': tubelet_size,
       'patch_size': patch_size,

@@ -53,8 +53,15 @@ _LINEAR_INIT = nn.initializers.truncated_normal(stddev=0.02)
 _MLP_RATIO_DEFAULT = 4.0
 # Runs written before the field existed saw raw pixels.
 checkpoint.register_added_config_fields({"model.motion_input": "none",
-                                          "model.motion_input_scale": 1.0})
+                                          "model.motion_input_scale": 1.0,
+                                          "model.input_standardisation": "none"})
 MOTION_INPUTS = ("none", "residual", "difference")
+# Per-channel (mean, std) the encoder subtracts and divides by; released VideoMAE
+# weights expect 'imagenet' (mgtc/videomae_weights.py).
+INPUT_STANDARDISATIONS = {
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
 
 
 def _base_config() -> ml_collections.ConfigDict:
@@ -84,6 +91,9 @@ def _base_config() -> ml_collections.ConfigDict:
   # (x - its mean over frames); 'difference' = scale * (x_t - x_{t-1}), 0 at t = 0.
   config.motion_input = "none"
   config.motion_input_scale = 1.0
+  # Frames in [0, 1] are standardised per channel first ('imagenet': as the released
+  # VideoMAE models were trained; 'none': as they come).
+  config.input_standardisation = "none"
   return config
 
 
@@ -145,6 +155,23 @@ def check_motion_input(kind: str) -> None:
   """Raises ValueError, naming the field, if `kind` is not one of `MOTION_INPUTS`."""
   if kind not in MOTION_INPUTS:
     raise ValueError(f"config.model.motion_input={kind!r} is not one of {MOTION_INPUTS}.")
+
+
+def check_input_standardisation(kind: str) -> None:
+  """Raises ValueError, naming the field, unless `kind` is in `INPUT_STANDARDISATIONS`."""
+  if kind not in INPUT_STANDARDISATIONS:
+    raise ValueError(f"config.model.input_standardisation={kind!r} is not one of "
+                     f"{tuple(INPUT_STANDARDISATIONS)}.")
+
+
+def encoder_pixels(video: jax.Array, standardisation: str, motion: str,
+                   motion_scale: float) -> jax.Array:
+  """What the tubelet embedding sees: the clip standardised, then `motion_input`."""
+  check_input_standardisation(standardisation)
+  if standardisation != "none":
+    mean, std = INPUT_STANDARDISATIONS[standardisation]
+    video = (video - jnp.asarray(mean, video.dtype)) / jnp.asarray(std, video.dtype)
+  return motion_input(video, motion, motion_scale)
 
 
 def motion_input(video: jax.Array, kind: str, scale: float = 1.0) -> jax.Array:
@@ -300,15 +327,13 @@ class TubeletEmbedding(nn.Module):
 
 def _kept_encoder_input(
     embedding: TubeletEmbedding,
-    video: jax.Array,
+    pixels: jax.Array,
     kept_indices: jax.Array | None,
     patch_size: int,
     tubelet_size: int,
-    motion: tuple[str, float] = ("none", 1.0),
 ) -> jax.Array:
-  """Embeds the kept tubelets and adds their original positions: [B, K, d]."""
-  video = motion_input(video, *motion)
-  patches = patchify(video, patch_size, tubelet_size)
+  """Embeds the kept tubelets of `encoder_pixels` and adds their positions: [B, K, d]."""
+  patches = patchify(pixels, patch_size, tubelet_size)
   num_tokens = patches.shape[1]
   positions = jnp.asarray(sinusoid_position_table(num_tokens, embedding.width))
   positions = jnp.broadcast_to(positions, (patches.shape[0],) + positions.shape)
@@ -337,7 +362,12 @@ class VideoViT(nn.Module):
   head_init_scale: float = 1e-3
   motion_input: str = "none"
   motion_input_scale: float = 1.0
+  input_standardisation: str = "none"
   dtype: Any = jnp.float32
+
+  def encoder_pixels(self, video: jax.Array) -> jax.Array:
+    return encoder_pixels(video, self.input_standardisation, self.motion_input,
+                          self.motion_input_scale)
 
   def setup(self):
     self.patch_embed = TubeletEmbedding(self.width, self.dtype)
@@ -352,16 +382,15 @@ class VideoViT(nn.Module):
 
   def embed_patches(self, video: jax.Array) -> jax.Array:
     """All tubelet embeddings without positions, [B, N, d] (embedding-space scores)."""
-    video = motion_input(video, self.motion_input, self.motion_input_scale)
-    return self.patch_embed(patchify(video, self.patch_size, self.tubelet_size))
+    return self.patch_embed(patchify(self.encoder_pixels(video), self.patch_size,
+                                     self.tubelet_size))
 
   def encoder_input(
       self, video: jax.Array, kept_indices: jax.Array | None = None
   ) -> jax.Array:
     """Kept tokens with their original position embeddings, [B, K, d]."""
-    return _kept_encoder_input(self.patch_embed, video, kept_indices,
-                               self.patch_size, self.tubelet_size,
-                               (self.motion_input, self.motion_input_scale))
+    return _kept_encoder_input(self.patch_embed, self.encoder_pixels(video), kept_indices,
+                               self.patch_size, self.tubelet_size)
 
   def __call__(
       self,
@@ -412,7 +441,12 @@ class VideoMAEPretrainer(nn.Module):
   drop_path_rate: float = 0.0
   motion_input: str = "none"
   motion_input_scale: float = 1.0
+  input_standardisation: str = "none"
   dtype: Any = jnp.float32
+
+  def encoder_pixels(self, video: jax.Array) -> jax.Array:
+    return encoder_pixels(video, self.input_standardisation, self.motion_input,
+                          self.motion_input_scale)
 
   def setup(self):
     self.patch_embed = TubeletEmbedding(self.width, self.dtype)
@@ -450,9 +484,8 @@ class VideoMAEPretrainer(nn.Module):
     Returns:
       float32 [B, M, s * P * P * C] pixel predictions in `patchify` order.
     """
-    tokens = _kept_encoder_input(self.patch_embed, video, visible_indices,
-                                 self.patch_size, self.tubelet_size,
-                                 (self.motion_input, self.motion_input_scale))
+    tokens = _kept_encoder_input(self.patch_embed, self.encoder_pixels(video),
+                                 visible_indices, self.patch_size, self.tubelet_size)
     tokens = self.encoder_norm(self.encoder(tokens, train=train))
     visible = self.encoder_to_decoder(tokens)
     num_tokens = visible_indices.shape[1] + masked_indices.shape[1]

@@ -83,3 +83,17 @@ def test_runs_saved_before_the_fields_existed_still_resume():
   current["model"].update(motion_input="difference", motion_input_scale=10.0)
   assert checkpoint.config_differences(old, current, "model") == [
       "model.motion_input: 'none' -> 'difference'", "model.motion_input_scale: 1.0 -> 10.0"]
+
+
+def test_imagenet_standardisation_comes_before_the_motion_transform():
+  video = jax.random.uniform(jax.random.key(3), (1, 4, 8, 8, 3))
+  mean = np.array([0.485, 0.456, 0.406])
+  std = np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(vit.encoder_pixels(video, "imagenet", "none", 1.0),
+                             (np.asarray(video) - mean) / std, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(vit.encoder_pixels(video, "imagenet", "difference", 2.0)[:, 1],
+                             2.0 * np.diff(np.asarray(video), axis=1)[:, 0] / std,
+                             rtol=1e-4, atol=1e-5)
+  assert vit.encoder_pixels(video, "none", "none", 1.0) is video
+  with pytest.raises(ValueError, match="config.model.input_standardisation='kinetics'"):
+    vit.encoder_pixels(video, "kinetics", "none", 1.0)

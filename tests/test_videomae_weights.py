@@ -49,8 +49,10 @@ def _model_config(updates):
 
 
 def _video(io):
-  """[B, T, C, H, W] PyTorch pixel values -> [B, T, H, W, C]."""
-  return jnp.asarray(np.transpose(io['pixel_values'], (0, 1, 3, 4, 2)))
+  """PyTorch's ImageNet-standardised [B, T, C, H, W] pixel values -> the [B, T, H, W, C]
+  clip in [0, 1] of the batch contract (the converted model standardises it itself)."""
+  mean, std = vit.INPUT_STANDARDISATIONS['imagenet']
+  return jnp.asarray(np.transpose(io['pixel_values'], (0, 1, 3, 4, 2)) * std + mean)
 
 
 @pytest.mark.parametrize('layout', ['hf', 'original'])
@@ -58,6 +60,7 @@ def test_classifier_logits_match_pytorch(io, hf_config, layout):
   kind, params, updates = videomae_weights.load(os.path.join(FIXTURE, FILES[layout, 'classifier']))
   assert kind == 'classifier'
   assert updates['num_classes'] == len(hf_config['id2label'])
+  assert updates['input_standardisation'] == 'imagenet'
   config = _model_config({**updates, 'num_heads': hf_config['num_attention_heads']})
   logits = vit.build_classifier(config).apply({'params': params}, _video(io), train=False)
   difference = np.max(np.abs(np.asarray(logits) - io['classifier_logits']))
@@ -83,9 +86,7 @@ def test_pretrainer_predictions_and_loss_match_pytorch(io, hf_config, layout):
   assert difference <= TOLERANCE, difference
 
   # The norm-pix loss on the clip in [0, 1] (the PyTorch model un-standardises first).
-  clip = (video * jnp.asarray(videomae_weights.IMAGENET_STD)
-          + jnp.asarray(videomae_weights.IMAGENET_MEAN))
-  targets = vit.reconstruction_targets(clip, config.patch_size, config.tubelet_size)
+  targets = vit.reconstruction_targets(video, config.patch_size, config.tubelet_size)
   loss = vit.masked_reconstruction_loss(jnp.asarray(io['pretrainer_logits']), targets,
                                         masked_indices)
   assert abs(float(loss) - float(io['pretrainer_loss'])) <= TOLERANCE, (loss, io['pretrainer_loss'])
