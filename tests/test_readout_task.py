@@ -190,16 +190,21 @@ def test_unrolled_heads_compute_the_same_outputs_as_the_rolled_loops(data_dir, p
                                err_msg=name)
 
 
+def _correlation_config(data_dir, pretrained, **overrides):
+  return _readout_config(data_dir, pretrained,
+                         **{'readout.tracking_head': 'correlation', 'readout.map_size': 16,
+                            'readout.map_channels': 8,
+                            # A window as large as the map: the expectation is continuous
+                            # in the scores, so the slices' float rounding cannot flip an
+                            # argmax between two distant near-equal peaks.
+                            'readout.window_radius': 16, **overrides})
+
+
+@pytest.mark.slow  # 18 s; the heads' own tests (tests/test_readouts.py) run by default.
 def test_correlation_heads_learn_and_evaluate_in_slices_as_in_one_pass(data_dir, pretrained,
                                                                       tmp_path):
-  config = _readout_config(data_dir, pretrained, num_train_steps=20, eval_every_steps=20,
-                           checkpoint_every_steps=20,
-                           **{'optimizer.peak_lr': 3e-3, 'readout.tracking_head': 'correlation',
-                              'readout.map_size': 16, 'readout.map_channels': 8,
-                              # A window as large as the map: the expectation is continuous
-                              # in the scores, so the slices' float rounding cannot flip an
-                              # argmax between two distant near-equal peaks.
-                              'readout.window_radius': 16})
+  config = _correlation_config(data_dir, pretrained, num_train_steps=20, eval_every_steps=20,
+                               checkpoint_every_steps=20, **{'optimizer.peak_lr': 3e-3})
   task = readout_task.ReadoutTask(config)
   workdir = str(tmp_path / 'readout')
   result = train.train_and_evaluate(config, workdir, task)
