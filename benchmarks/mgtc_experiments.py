@@ -118,8 +118,8 @@ def main(argv):
   init_from = ""
   if _PRETRAIN_STEPS.value:
     init_from = os.path.join(root, "pretrain")
-    pretrain = _config("mode=pretrain", steps=_PRETRAIN_STEPS.value)
-    print("pretrain:", _command("mode=pretrain", init_from, _PRETRAIN_STEPS.value, ""))
+    pretrain = _config("stage=pretrain", steps=_PRETRAIN_STEPS.value)
+    print("pretrain:", _command("stage=pretrain", init_from, _PRETRAIN_STEPS.value, ""))
     _train(pretrain, init_from)
   selected = [row for row in ROWS if not _ROWS.value or row[0] in _ROWS.value]
   results = []

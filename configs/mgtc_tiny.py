@@ -1,12 +1,12 @@
 r"""Tiny ViT on the synthetic motion-class data: VideoMAE pretraining and MGTC fine-tuning.
 
 Run (2 CPU cores):
-  python -m mgtc.main --config=configs/mgtc_tiny.py:mode=pretrain --workdir=/tmp/mgtc_pre
+  python -m mgtc.main --config=configs/mgtc_tiny.py:stage=pretrain --workdir=/tmp/mgtc_pre
   python -m mgtc.main --config=configs/mgtc_tiny.py:frames=16,method=mgtc,ratio=0.5 \
       --workdir=/tmp/mgtc_ft --config.init_from=/tmp/mgtc_pre
 
 The arg is `key=value` pairs separated by commas (all optional):
-  mode     'finetune' (default) | 'pretrain';
+  stage    'finetune' (default) | 'pretrain';
   frames   8 (default; 'synthetic_movi/32x32_8f_...') | 16 (the same time span at 2x the
            frame rate, 'synthetic_movi/32x32_16f_2x_...');
   method   token rule of `masking.METHODS` (default 'none' = all tokens);
@@ -51,12 +51,12 @@ _DATASETS = {
     8: synthetic.config_name(32, 8, num_train=2000, num_validation=1000),
     16: synthetic.config_name(32, 16, frame_rate=2, num_train=2000, num_validation=1000),
 }
-DEFAULT_ARGS = dict(mode="finetune", frames="8", method="none", ratio="0.25",
+DEFAULT_ARGS = dict(stage="finetune", frames="8", method="none", ratio="0.25",
                     apply_at="both")
 
 
 def parse_arg(arg: str | None, defaults: dict[str, str] | None = None) -> dict[str, str]:
-  """'mode=pretrain,frames=16' -> `defaults` (DEFAULT_ARGS) updated with those values."""
+  """'stage=pretrain,frames=16' -> `defaults` (DEFAULT_ARGS) updated with those values."""
   values = dict(DEFAULT_ARGS if defaults is None else defaults)
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
@@ -72,10 +72,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   frames = int(values["frames"])
   if frames not in _DATASETS:
     raise ValueError(f"Config arg frames={frames}: choose from {sorted(_DATASETS)}.")
-  pretrain = values["mode"] == "pretrain"
+  pretrain = values["stage"] == "pretrain"
 
   config = ml_collections.ConfigDict()
-  config.mode = values["mode"]
+  config.stage = values["stage"]
   config.seed = 0
   config.num_train_steps = 1500 if pretrain else 1800
   config.batch_size = 32

@@ -5,7 +5,7 @@ docs/data.md "UCF101"):
   tfds build ucf101 --config=ucf101_1 --data_dir=TFDS_DIR --file_format=array_record
 
 Run:
-  python -m mgtc.main --config=configs/mgtc_ucf101.py:mode=pretrain --workdir=PRETRAIN_WORKDIR \
+  python -m mgtc.main --config=configs/mgtc_ucf101.py:stage=pretrain --workdir=PRETRAIN_WORKDIR \
       --config.data.data_dir=TFDS_DIR
   python -m mgtc.main --config=configs/mgtc_ucf101.py:method=mgtc,ratio=0.25 \
       --workdir=DIR --config.init_from=PRETRAIN_WORKDIR --config.data.data_dir=TFDS_DIR
@@ -14,7 +14,7 @@ Without the prepared dataset under `data_dir` the run stops before compiling wit
 FileNotFoundError naming the path and the commands above.
 
 The arg is `key=value` pairs separated by commas (all optional):
-  mode     'finetune' (default) | 'pretrain' (VideoMAE on UCF101 only, tube mask 75%);
+  stage    'finetune' (default) | 'pretrain' (VideoMAE on UCF101 only, tube mask 75%);
   frames   16 (default; stride 4) | 32 (stride 2: the same ~64-frame span at 2x the rate);
   method   token rule of `masking.METHODS` (default 'none');
   ratio    drop ratio (default 0.25);
@@ -54,11 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   frames = int(values["frames"])
   if frames not in _STRIDES:
     raise ValueError(f"Config arg frames={frames}: choose from {sorted(_STRIDES)}.")
-  pretrain = values["mode"] == "pretrain"
+  pretrain = values["stage"] == "pretrain"
   steps_per_epoch = _TRAIN_CLIPS // _BATCH_SIZE
 
   config = ml_collections.ConfigDict()
-  config.mode = values["mode"]
+  config.stage = values["stage"]
   config.seed = 0
   config.batch_size = _BATCH_SIZE
   config.eval_batch_size = 64

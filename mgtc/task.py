@@ -1,6 +1,6 @@
 """MGTC's contribution to the shared trainer: VideoMAE pretraining and classification.
 
-`config.mode` picks the task (`make_task`):
+`config.stage` picks the task (`make_task`):
   * 'pretrain' (`PretrainTask`): VideoMAE masked autoencoding. Tube masking at
     `config.model.mask_ratio`, per-tubelet normalised pixel targets
     (`config.normalize_targets`), MSE on the masked tubelets only.
@@ -57,7 +57,7 @@ from videolib import optim
 from videolib.data import scenes
 from videolib.data import ucf101
 
-MODES = ("pretrain", "finetune")
+STAGES = ("pretrain", "finetune")
 # Methods scored on raw pixels: their scoring cost is part of the compute per view.
 _PIXEL_SCORED_METHODS = ("mgtc", "mgtc_threshold")
 # Dataset name prefix of the synthetic motion-class data (8 classes).
@@ -65,10 +65,10 @@ _SYNTHETIC_PREFIX = "synthetic_movi/"
 
 
 def make_task(config: ml_collections.ConfigDict) -> "PretrainTask | ClassificationTask":
-  """The task that `config.mode` names."""
-  if config.mode not in MODES:
-    raise ValueError(f"config.mode={config.mode!r} is not one of {MODES}.")
-  return PretrainTask(config) if config.mode == "pretrain" else ClassificationTask(config)
+  """The task that `config.stage` names."""
+  if config.stage not in STAGES:
+    raise ValueError(f"config.stage={config.stage!r} is not one of {STAGES}.")
+  return PretrainTask(config) if config.stage == "pretrain" else ClassificationTask(config)
 
 
 # ----------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_classifier_with_motion_input_equals_raw_classifier_on_the_transformed_c
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
   assert not np.allclose(logits, raw.logits(params, video, train=False), atol=1e-6)
   # The pretrainer's encoder sees the same input (init_from copies it to the classifier).
-  pre_config = _small(mgtc_tiny.get_config("mode=pretrain"))
+  pre_config = _small(mgtc_tiny.get_config("stage=pretrain"))
   pre_config.model.update(motion_input="difference", motion_input_scale=7.0)
   pretrainer = mgtc_task.make_task(pre_config).model
   assert (pretrainer.motion_input, pretrainer.motion_input_scale) == ("difference", 7.0)

@@ -51,7 +51,7 @@ def pretrained(data_dir, tmp_path_factory):
   structure-free prediction and needs far more steps to move.
   """
   workdir = str(tmp_path_factory.mktemp("pretrain"))
-  config = _config(data_dir, "mode=pretrain", num_train_steps=12, eval_every_steps=12,
+  config = _config(data_dir, "stage=pretrain", num_train_steps=12, eval_every_steps=12,
                    checkpoint_every_steps=12, normalize_targets=False,
                    **{"optimizer.peak_lr": 3e-3})
   result = train.train_and_evaluate(config, workdir, mgtc_task.make_task(config))
@@ -129,7 +129,7 @@ def test_init_from_prefixes_reports_names_absent_from_the_checkpoint(pretrained,
     ("", {"data.resolution": 24}, ValueError, "config.data.resolution=24"),
     ("", {"model.num_classes": 10}, ValueError, "config.model.num_classes=10"),
     ("", {"selection.apply_at": "always"}, ValueError, "config.selection.apply_at"),
-    ("mode=pretrain", {"model.mask_ratio": 1.0}, ValueError, "config.model.mask_ratio=1.0"),
+    ("stage=pretrain", {"model.mask_ratio": 1.0}, ValueError, "config.model.mask_ratio=1.0"),
     # No prepared UCF101 under data_dir: the preparation commands, before any compile.
     ("", {"data.name": "ucf101/ucf101_1", "model.num_classes": 101}, FileNotFoundError,
      "tfds build ucf101 --config=ucf101_1"),
@@ -145,8 +145,8 @@ def test_bad_configs_fail_before_compiling_naming_the_field(
 
 def test_unknown_mode_names_the_field(data_dir):
   config = _config(data_dir)
-  config.mode = "distill"
-  with pytest.raises(ValueError, match="config.mode='distill'"):
+  config.stage = "distill"
+  with pytest.raises(ValueError, match="config.stage='distill'"):
     mgtc_task.make_task(config)
 
 

@@ -78,7 +78,7 @@ def test_matrices_mask_on_the_mgtc_models():
     names = optim._path_names(path)
     assert decayed == (names[-1] == "kernel"), names
   # Pretrainer: its learned mask token is excluded, like VideoMAE's `no_weight_decay`.
-  pretrain = mgtc_task.make_task(mgtc_tiny.get_config("mode=pretrain"))
+  pretrain = mgtc_task.make_task(mgtc_tiny.get_config("stage=pretrain"))
   shapes = jax.eval_shape(pretrain.init, jax.random.key(0),
                           {"video": jnp.zeros((1, 8, 32, 32, 3))})
   mask = optim.weight_decay_mask(shapes, "matrices")
@@ -111,8 +111,8 @@ def test_config_defaults():
   assert optim.default_optimizer_config().weight_decay_mask == "all"
   for config in (moog_tiny.get_config(), moog_movi.get_config()):
     assert config.optimizer.weight_decay_mask == "all"  # The official MooG recipe.
-  for config in (mgtc_tiny.get_config(), mgtc_tiny.get_config("mode=pretrain"),
-                 mgtc_ucf101.get_config(), mgtc_ucf101.get_config("mode=pretrain")):
+  for config in (mgtc_tiny.get_config(), mgtc_tiny.get_config("stage=pretrain"),
+                 mgtc_ucf101.get_config(), mgtc_ucf101.get_config("stage=pretrain")):
     assert config.optimizer.weight_decay_mask == "matrices"  # VideoMAE.
 
 
