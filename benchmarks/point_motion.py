@@ -13,7 +13,9 @@ beyond 1/2, 1, 2 and 4 pixels, with the encoder cell size for scale.
 With `--baselines` it also scores the trivial predictors on the same clips: the
 never-moving point (AJ, < δ, occlusion accuracy; TAP-Vid 'first' mode) and box (mean
 IoU), the constant-depth map (AbsRel) and, over frames 1..T-1 at full resolution, the
-per-frame mean colour and repeat-the-previous-frame (PSNR). `--config.data.eval_split`
+per-frame mean colour and repeat-the-previous-frame (PSNR); and a classic appearance
+tracker that needs no training (`patch_tracker_predictions`), which says whether the
+points can be followed by what they look like at all. `--config.data.eval_split`
 picks the split (`train` reads its first `num_eval_examples` videos):
 
   python benchmarks/point_motion.py --baselines
@@ -82,6 +84,51 @@ def never_moving_fraction(distance: np.ndarray, counted: np.ndarray,
   return float(np.mean(~moved[has_frames]))
 
 
+def patch_tracker_predictions(video: np.ndarray, query_points: np.ndarray,
+                              radius: int = 2, prior: float = 1e-3) -> np.ndarray:
+  """Template matching on raw pixels: where each query's frame-0 patch is on every frame.
+
+  The template is the (2r + 1)² RGB patch around the query's pixel on frame 0 (edges
+  repeated); on each frame the track moves to the pixel whose patch has the least mean
+  squared difference, plus `prior` x the squared distance (pixels) from its previous
+  position, which breaks ties between equally good matches (flat regions) in favour of
+  not moving. Always visible.
+
+  Args:
+    video: [b, T, H, W, 3] frames.
+    query_points: [b, Q, 3] (t, y, x) raster pixels, all on frame 0.
+    radius: patch half-width r in pixels.
+    prior: weight of the squared distance from the previous position.
+
+  Returns:
+    [b, Q, T, 2] (x, y) raster pixels (pixel centres).
+  """
+  if np.any(np.asarray(query_points)[..., 0] != 0):
+    raise ValueError("patch_tracker_predictions takes frame-0 queries only.")
+  video = np.asarray(video, np.float32)
+  batch, num_frames, height, width, _ = video.shape
+  padded = np.pad(video, ((0, 0), (0, 0), (radius, radius), (radius, radius), (0, 0)),
+                  mode="edge")
+  windows = np.lib.stride_tricks.sliding_window_view(
+      padded, (2 * radius + 1, 2 * radius + 1), axis=(2, 3))  # [b, T, H, W, 3, k, k]
+  patches = windows.reshape(batch, num_frames, height * width, -1)
+  rows = np.clip(np.floor(query_points[..., 1]).astype(int), 0, height - 1)
+  cols = np.clip(np.floor(query_points[..., 2]).astype(int), 0, width - 1)
+  template = np.take_along_axis(patches[:, 0], (rows * width + cols)[..., None], axis=1)
+  centres_y, centres_x = np.divmod(np.arange(height * width), width)
+  position = np.stack([cols, rows], -1).astype(np.float32)  # Pixel indices (x, y).
+  tracks = []
+  for frame in range(num_frames):
+    candidates = patches[:, frame]  # [b, HW, F]
+    squared = (np.sum(candidates**2, -1)[:, None] - 2 * np.einsum(
+        "bqf,bpf->bqp", template, candidates) + np.sum(template**2, -1)[..., None])
+    distance = ((centres_x - position[..., :1]) ** 2 + (centres_y - position[..., 1:]) ** 2)
+    best = np.argmin(squared / template.shape[-1] + prior * distance, axis=-1)
+    position = np.stack([centres_x[best], centres_y[best]], -1).astype(np.float32)
+    tracks.append(position + 0.5)
+  return np.stack(tracks, axis=2)
+
+
 def trivial_baselines(batch: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """(sum, count) pairs of the trivial predictors on one eval batch (module docstring)."""
   num_frames = batch["video"].shape[1]
@@ -95,6 +142,13 @@ def trivial_baselines(batch: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
       tracks_valid=batch["tracks_valid"], mask=mask)
   sums = {f"never_moving/{k}": tap[k] for k in
           ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")}
+  tracked = patch_tracker_predictions(batch["video"], batch["query_points"])
+  tap = metrics.tapvid_metrics(
+      batch["query_points"], batch["target_points"], batch["occluded"], tracked,
+      np.zeros(tracked.shape[:-1], bool), image_size=image_size, query_mode="first",
+      tracks_valid=batch["tracks_valid"], mask=mask)
+  sums.update({f"patch_tracker/{k}": tap[k] for k in
+               ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")})
   boxes = metrics.box_tracking_metrics(
       readout_task.static_box_predictions(batch["boxes"][:, 0], num_frames), batch["boxes"],
       # Scored as the readout task scores boxes: tracks with a box on the query frame 0.

@@ -37,3 +37,16 @@ def test_never_moving_fraction_counts_tracks_within_half_a_pixel_on_every_counte
   assert point_motion.never_moving_fraction(distance, counted) == 1.0
   counted[0, 1, 2] = True
   assert point_motion.never_moving_fraction(distance, counted) == 2 / 3
+
+
+def test_patch_tracker_follows_a_textured_square_and_stays_on_a_still_scene():
+  rng = np.random.default_rng(0)
+  texture = rng.uniform(size=(6, 6, 3))
+  video = np.zeros((1, 4, 24, 24, 3), np.float32)
+  for t in range(4):  # The square moves 2 px right and 1 px down per frame.
+    video[0, t, 5 + t:11 + t, 4 + 2 * t:10 + 2 * t] = texture
+  queries = np.array([[[0, 7.5, 6.5], [0, 20.5, 20.5]]])  # On the square; background.
+  tracks = point_motion.patch_tracker_predictions(video, queries)
+  np.testing.assert_array_equal(tracks[0, 0], [[6.5 + 2 * t, 7.5 + t] for t in range(4)])
+  # The flat background matches everywhere; the prior keeps the point where it was.
+  np.testing.assert_array_equal(tracks[0, 1], [[20.5, 20.5]] * 4)
