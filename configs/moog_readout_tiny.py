@@ -14,6 +14,12 @@ On a motion-guided backbone (configs/moog_motion_tiny.py), with its selection:
       --config.init_from=/tmp/moog_motion_tiny --workdir=/tmp/moog_motion_readout_tiny \
       --config.motion_guided.mode=ratio --config.motion_guided.drop_ratio=0.5
 
+Template-matching point and box heads instead of MooG's recurrent ones (measured: they do
+not beat never-moving either at 300 steps, docs/results.md):
+  python -m moog.main --config=configs/moog_readout_tiny.py --config.init_from=/tmp/moog_tiny \
+      --workdir=/tmp/moog_corr_readout --config.readout.tracking_head=correlation \
+      --config.readout.map_size=16
+
 The config arg picks the backbone: 'moog' (default), 'grid' or 'grid_rec'. `config.model`
 is the tiny pretraining model (read from `moog_tiny.py`, so the two stay in step); a
 checkpoint trained with another `config.model`, backbone or token selection

@@ -37,6 +37,11 @@ Protocol (the open points of evaluation.md §6 and moog.md §14, decided here):
 * The state sequence read by the heads is `readout.features` ('predicted', 'corrected'
   or 'concat'); it is logged at start-up and saved with the config in every checkpoint.
 
+Point and box heads: `readout.tracking_head='recurrent'` (MooG's, above) or
+'correlation' (`readouts.CorrelationPointReadout` / `CorrelationBoxReadout`: template
+matching on a feature map decoded from the states, with the cost-volume cross-entropy
+`readouts.correlation_loss` added to the point loss, weight `readout.correlation_weight`).
+
 Training: one pass over the training window (`data.num_frames`), the sum of the enabled
 heads' losses (`moog/readouts.py`) weighted by `readout.{points,depth,boxes}_weight`;
 depth is supervised on a random-phase pixel lattice (`readout.depth_subsample_train`).
