@@ -80,6 +80,7 @@ def backbone_parts(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
   learned = model_config.get('state_init', 'noise') == 'learned'
   return tuple(sorted(BACKBONE_PARTS + (('initial_tokens',) if learned else ())))
 HEADS = ('points', 'depth', 'boxes')
+TRACKING_HEADS = ('recurrent', 'correlation')
 HEAD_PARAMS = {'points': 'point_readout', 'depth': 'depth_readout', 'boxes': 'box_readout'}
 REQUIRED_FEATURES = {'points': 'tracks', 'depth': 'depth', 'boxes': 'boxes'}
 STRIDED_QUERY_STRIDE = 5
@@ -108,7 +109,8 @@ def default_readout_config() -> ml_collections.ConfigDict:
       anchor_to_query=True,
       # 'recurrent': MooG's recurrent cross-attention heads for points and boxes;
       # 'correlation': template matching on a decoded feature map (`readouts.
-      # CorrelationPointReadout`), which learns to track in hundreds of steps.
+      # CorrelationPointReadout`; on the tiny benchmark no better than the recurrent
+      # heads, docs/results.md).
       tracking_head='recurrent',
       map_size=0,  # Cells per side of the correlation heads' map; 0 = the frame's.
       map_channels=32,
@@ -330,6 +332,13 @@ class ReadoutTask:
     if not c.tasks or unknown:
       raise ValueError(f'config.readout.tasks={tuple(c.tasks)} must be a non-empty subset of '
                        f'{HEADS}.')
+    if c.tracking_head not in TRACKING_HEADS:
+      raise ValueError(f'config.readout.tracking_head={c.tracking_head!r} must be one of '
+                       f'{TRACKING_HEADS}.')
+    if c.map_size < 0 or c.map_channels < 1 or c.window_radius < 0:
+      raise ValueError(f'config.readout: map_size={c.map_size} (0 = the frame size), '
+                       f'map_channels={c.map_channels} and window_radius={c.window_radius} '
+                       'must be >= 0, >= 1 and >= 0.')
     if c.features not in readouts.FEATURE_KEYS:
       raise ValueError(f'config.readout.features={c.features!r} must be one of '
                        f'{sorted(readouts.FEATURE_KEYS)}.')

@@ -200,6 +200,16 @@ def _correlation_config(data_dir, pretrained, **overrides):
                             'readout.window_radius': 16, **overrides})
 
 
+@pytest.mark.parametrize('overrides, message', [
+    ({'readout.tracking_head': 'flow'}, "tracking_head='flow' must be one of"),
+    ({'readout.window_radius': -1}, 'window_radius=-1'),
+])
+def test_bad_tracking_head_settings_are_refused(data_dir, pretrained, overrides, message):
+  config = _readout_config(data_dir, pretrained, **overrides)
+  with pytest.raises(ValueError, match=message):
+    readout_task.ReadoutTask(config).validate_config(config)
+
+
 @pytest.mark.slow  # 18 s; the heads' own tests (tests/test_readouts.py) run by default.
 def test_correlation_heads_learn_and_evaluate_in_slices_as_in_one_pass(data_dir, pretrained,
                                                                       tmp_path):
