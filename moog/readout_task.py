@@ -400,7 +400,7 @@ class ReadoutTask:
                                             self.motion_config)
 
   def _apply_slice(self, params, carry, video, start, *, point_queries, query_boxes,
-                   depth_coords, encoder_token_mask=None, correlation_logits=False):
+                   depth_coords, encoder_token_mask=None, with_correlation_logits=False):
     """Backbone and heads on the frames `[start, start + len)` of a video.
 
     Args:
@@ -414,7 +414,7 @@ class ReadoutTask:
       encoder_token_mask: [B, L, N] this slice's part of the whole clip's
         `_encoder_token_mask` (so a slice's first frame is scored against the frame
         before it), or None.
-      correlation_logits: also return a correlation point head's matching scores
+      with_correlation_logits: also return a correlation point head's matching scores
         ('correlation_logits' [B, L, N, h, w], for its loss).
 
     Returns:
@@ -428,7 +428,7 @@ class ReadoutTask:
     new_carry, outputs = {'backbone': states['state']}, {}
     if point_queries is not None:
       query_xy, query_frame = point_queries
-      extra = {'with_logits': True} if correlation_logits else {}
+      extra = {'with_logits': True} if with_correlation_logits else {}
       points = self.heads['points'].apply({'params': params['point_readout']}, states,
                                           query_xy, query_frame - start,
                                           readout_state=carry['points'], **extra)
@@ -529,7 +529,7 @@ class ReadoutTask:
                                    point_queries=point_queries, query_boxes=query_boxes,
                                    depth_coords=depth_coords,
                                    encoder_token_mask=self._encoder_token_mask(batch['video']),
-                                   correlation_logits=self.uses_correlation_loss)
+                                   with_correlation_logits=self.uses_correlation_loss)
 
     mask = batch['_mask']
     terms, total = {}, 0.0

@@ -813,6 +813,16 @@ def _example_weight(mask: jax.Array | None, batch_shape: tuple[int, ...]) -> jax
   return mask.astype(bool)
 
 
+def _supervised_track_frames(occluded, query_frame, tracks_valid, mask) -> jax.Array:
+  """[B, N, T] frames a point loss supervises: from the query frame on, valid tracks of
+  real examples (visibility is each loss's own business)."""
+  batch_shape = occluded.shape[:-2]
+  track_ok = _example_weight(mask, batch_shape)[..., None]
+  if tracks_valid is not None:
+    track_ok = track_ok & tracks_valid.astype(bool)
+  return (jnp.arange(occluded.shape[-1]) >= query_frame[..., None]) & track_ok[..., None]
+
+
 def huber_distance_loss(pred: jax.Array, target: jax.Array, delta: float) -> jax.Array:
   """TAPIR Huber loss on the Euclidean distance of [..., 2] points, shape [...]."""
   sq_dist = jnp.sum(jnp.square(pred - target), axis=-1)
@@ -859,10 +869,7 @@ def point_tracking_loss(
   num_tracks, num_frames = occluded.shape[-2:]
   chex.assert_shape(target_points, (*batch_shape, num_tracks, num_frames, 2))
   chex.assert_shape(outputs['position'], (*batch_shape, num_tracks, num_frames, 2))
-  track_ok = _example_weight(mask, batch_shape)[..., None]
-  if tracks_valid is not None:
-    track_ok = track_ok & tracks_valid.astype(bool)
-  supervised = (jnp.arange(num_frames) >= query_frame[..., None]) & track_ok[..., None]
+  supervised = _supervised_track_frames(occluded, query_frame, tracks_valid, mask)
   visible = ~occluded.astype(bool)
 
   height, width = image_size
@@ -919,13 +926,8 @@ def correlation_loss(
   Returns:
     Scalar loss in nats.
   """
-  batch_shape = occluded.shape[:-2]
-  num_frames = occluded.shape[-1]
   map_height, map_width = correlation_logits.shape[-2:]
-  track_ok = _example_weight(mask, batch_shape)[..., None]
-  if tracks_valid is not None:
-    track_ok = track_ok & tracks_valid.astype(bool)
-  supervised = ((jnp.arange(num_frames) >= query_frame[..., None]) & track_ok[..., None]
+  supervised = (_supervised_track_frames(occluded, query_frame, tracks_valid, mask)
                 & ~occluded.astype(bool))
   height, width = image_size
   target = jnp.where(supervised[..., None], target_points, 0.0) / jnp.asarray(
