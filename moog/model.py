@@ -65,8 +65,10 @@ class MooG(nn.Module):
     recomputes the step's activations (the paper trains with gradient checkpointing;
     the released config does not). Outputs and gradients are unchanged.
   * All frames are encoded before the scan, in one batched call (no temporal mixing).
-  * Attention weights sown into 'intermediates' (apply with
-    `mutable=['intermediates']`) are stacked over time on a new leading axis.
+  * Values sown inside the time loop into 'intermediates' (attention weights with
+    `mutable=['intermediates']`, every submodule's output with
+    `capture_intermediates=True`) are stacked over time on a new leading axis; values
+    sown before the loop (the encoder's, the initial state's norm) keep their shapes.
   * `dtype=bfloat16` (config `compute_dtype`) runs every layer in bfloat16 with float32
     parameters; the state is carried in bfloat16, the decoded pixels (and so the loss)
     stay float32.
@@ -341,7 +343,43 @@ class MooG(nn.Module):
         out_axes=0,
         unroll=self.scan_unroll or time_major_inputs[0].shape[0],
     )
+    if self.is_mutable_collection('intermediates'):
+      scan = _outside_intermediates_kept_apart(scan)
     return scan(self, state, time_major_inputs)
+
+
+def _outside_intermediates_kept_apart(scan):
+  """Hides intermediates sown before the scan from it, then merges them back.
+
+  The scan maps its 'intermediates' over time, so values sown earlier in the call
+  (the encoder's, the initial state's norm under `capture_intermediates=True`) would be
+  split along a time axis they do not have. A module sown both before and inside the
+  scan keeps sow's append order: its earlier values, then the scan's stacked ones.
+  """
+  outside = {}
+
+  def hide(intermediates):
+    outside.update(intermediates)
+    return {}
+
+  def merge(inside):
+    return _merge_sown(outside, inside)
+
+  return nn.map_variables(scan, 'intermediates', trans_in_fn=hide, trans_out_fn=merge,
+                          mutable=True)
+
+
+def _merge_sown(first, second):
+  """Merges two sown trees; where both hold a tuple, the tuples are concatenated."""
+  merged = dict(first)
+  for name, value in second.items():
+    if name not in merged:
+      merged[name] = value
+    elif isinstance(value, tuple):
+      merged[name] = tuple(merged[name]) + value
+    else:
+      merged[name] = _merge_sown(merged[name], value)
+  return merged
 
 
 def rebuild_as(cls: type[MooG], moog: MooG, **extra_fields) -> MooG:

@@ -362,6 +362,29 @@ def test_streaming_in_chunks_equals_one_pass(tiny):
   np.testing.assert_allclose(second['state'], whole['state'], atol=1e-5)
 
 
+def test_capture_intermediates_records_every_module_without_changing_outputs(tiny):
+  # Regression: the time scan used to split intermediates sown before it (the encoder's,
+  # the initial state's norm) along a time axis they do not have.
+  def apply(**kwargs):
+    return tiny.model.apply(tiny.variables, tiny.video, train=False, rngs={'default': jax.random.key(7)},
+                            **kwargs)
+
+  plain = apply()
+  captured, state = apply(capture_intermediates=True, mutable=['intermediates'])
+  for name, value in plain.items():
+    np.testing.assert_array_equal(captured[name], value, err_msg=name)
+  sown = state['intermediates']
+  batch, frames = tiny.video.shape[:2]
+  num_tokens, token_dim = plain['state'].shape[1:]
+  (encoded,) = sown['encoder']['__call__']
+  assert encoded.shape[:2] == (batch, frames)
+  (predictor_outputs,) = sown['predictor']['__call__']  # Stacked over time, first.
+  assert predictor_outputs.shape == (frames, batch, num_tokens, token_dim)
+  initial, corrected = sown['state_norm']['__call__']  # Before the scan, then per step.
+  assert initial.shape == (batch, num_tokens, token_dim)
+  np.testing.assert_array_equal(jnp.moveaxis(corrected, 0, 1), plain['states_corrected'])
+
+
 def test_encoder_token_mask(tiny):
   num_enc_tokens = (HEIGHT // 4) * (WIDTH // 4)
   run = functools.partial(tiny.run, tiny.variables, tiny.video, tiny.initial_state,
