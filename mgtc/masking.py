@@ -49,7 +49,6 @@ def token_drop_config() -> ml_collections.ConfigDict:
   config.apply_at = "both"  # 'train' | 'test' | 'both' | 'none'.
   config.score_rule = "consecutive"  # 'consecutive' | 'rlt' (pixel scores only).
   config.threshold = 0.1  # tau for 'mgtc_threshold', in the units of the video.
-  config.bucket_size = 64  # Keep-count bucket for 'mgtc_threshold'.
   config.test_seed = 0  # Key of the random rules in evaluation.
   config.running_cell_shuffle = False  # Permute per-slice cell patterns in training.
   return config

@@ -243,26 +243,15 @@ def threshold_keep_counts(scores: jax.Array, threshold: float) -> jax.Array:
   return jnp.sum(scores > threshold, axis=-1, dtype=jnp.int32)
 
 
-def bucketed_length(max_keep_count: int, bucket_size: int, num_tokens: int) -> int:
-  """Rounds a keep count up to a multiple of `bucket_size` (at most N).
-
-  Padding every batch to a bucket bounds the number of compiled programs to
-  N / bucket_size while wasting at most bucket_size - 1 slots per clip.
-  """
-  if bucket_size < 1:
-    raise ValueError(f"bucket_size={bucket_size} must be >= 1.")
-  return min(num_tokens, -(-int(max_keep_count) // bucket_size) * bucket_size)
-
-
 def select_tokens_by_threshold(
     scores: jax.Array, threshold: float, padded_length: int
 ) -> KeptTokens:
   """Threshold (RLT-style absolute tau) mode with padding to a static length.
 
-  Typical flow (one host sync per batch, one compile per bucket):
-    counts = jax.jit(threshold_keep_counts)(scores, tau)
-    length = bucketed_length(int(counts.max()), bucket_size, num_tokens)
-    kept = select_tokens_by_threshold(scores, tau, length)  # inside the jitted step
+  The number of tokens above tau differs per clip, but a jitted step needs one shape, so
+  the trainer pads to L = N: correct, with no compute saved. A shorter L (e.g. the
+  batch's largest keep count, read on the host) would save compute at the price of one
+  compilation per distinct L; the trainer does not do that.
 
   Args:
     scores: float [B, t, h, w] or [B, N]; the units of `threshold` are those of the
