@@ -54,6 +54,7 @@ from mgtc import selection
 from mgtc import vit
 from videolib import metrics
 from videolib import optim
+from videolib import task as task_lib
 from videolib.data import scenes
 from videolib.data import ucf101
 
@@ -230,14 +231,24 @@ def _token_map_to_pixels(
 # ----------------------------------------------------------------------------------------
 
 
-class PretrainTask:
-  """VideoMAE masked autoencoding with tube masking (see `vit.VideoMAEPretrainer`)."""
+class _VideoMAETask(task_lib.Task):
+  """What both stages share: the config, the tubelet grid and `config.init_from_prefixes`."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.model = vit.build_pretrainer(config.model)
     self.patch_size = config.model.patch_size
     self.tubelet_size = config.model.tubelet_size
+
+  def init_from_prefixes(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    return tuple(config.init_from_prefixes)
+
+
+class PretrainTask(_VideoMAETask):
+  """VideoMAE masked autoencoding with tube masking (see `vit.VideoMAEPretrainer`)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    self.model = vit.build_pretrainer(config.model)
 
   def validate_config(self, config: ml_collections.ConfigDict) -> None:
     grid = _validate_data_and_model(config)
@@ -336,14 +347,12 @@ def _num_classes(data_config: ml_collections.ConfigDict) -> int | None:
   return None
 
 
-class ClassificationTask:
+class ClassificationTask(_VideoMAETask):
   """Kept-token ViT classifier; `config.selection` picks the tokens (MGTC or baseline)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
+    super().__init__(config)
     self.model = vit.build_classifier(config.model)
-    self.patch_size = config.model.patch_size
-    self.tubelet_size = config.model.tubelet_size
     self._gflops = None
 
   @property

@@ -51,14 +51,12 @@ non-finite values) raise on the host before a batch reaches the devices
 """
 
 import copy
-import os
 
 import einops
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
 from moog import grid_baselines
@@ -68,6 +66,7 @@ from moog import readouts
 from moog import sliced_eval
 from videolib import checkpoint
 from videolib import metrics as metrics_lib
+from videolib import task as task_lib
 
 BACKBONE_PARTS = ('corrector', 'decoder', 'encoder', 'predictor', 'state_norm')
 
@@ -136,26 +135,9 @@ def default_readout_config() -> ml_collections.ConfigDict:
   ))
 
 
-def saved_run_config(path: str) -> tuple[dict, str]:
-  """The config saved with the newest checkpoint of the run at `path`, and its location."""
-  directory = os.path.join(path, 'checkpoints') if os.path.isdir(
-      os.path.join(path, 'checkpoints')) else path
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(
-        f'config.init_from={path!r}: no such directory. Pass the workdir of a pretraining run.'
-    )
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'data', 'config'))
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'config.init_from={path!r}: no checkpoint in {directory}.')
-  saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  manager.close()
-  return saved.config, f'{directory}/{step}'
-
-
 def check_backbone_checkpoint(config: ml_collections.ConfigDict) -> None:
   """Refuses `config.init_from` unless it was trained with this backbone and `config.model`."""
-  saved, source = saved_run_config(config.init_from)
+  saved, source = checkpoint.read_run_config(config.init_from)
   current = checkpoint.config_to_json(config)
   differences = checkpoint.config_differences(saved, current, 'model')
   saved_backbone = saved.get('backbone', 'moog')
@@ -168,14 +150,11 @@ def check_backbone_checkpoint(config: ml_collections.ConfigDict) -> None:
     differences.append(f'motion_guided: {saved_selection} -> {current_selection}')
   if saved.get('task', 'pretrain') != 'pretrain':
     differences.append(f"task: {saved.get('task')!r} (a readout run, not a pretraining run)")
-  if differences:
-    raise checkpoint.CheckpointError(
-        f'config.init_from={config.init_from!r} ({source}) does not hold the backbone this '
-        'readout config describes; refusing to train readouts on it. Differing fields '
-        '(checkpoint -> this config):\n  ' + '\n  '.join(differences)
-        + '\nSet config.model, config.backbone and config.motion_guided to the pretraining '
-        'run\'s values.'
-    )
+  checkpoint.refuse_if_different(
+      differences, source=f'config.init_from={config.init_from!r} ({source})',
+      refusing='train readouts on it',
+      remedy="Set config.model, config.backbone and config.motion_guided to the pretraining "
+             "run's values.")
 
 
 def _token_selection(motion_config: dict) -> dict:
@@ -263,7 +242,7 @@ def _reverse_time(outputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
 # ----------------------------------------------------------------------------------------
 
 
-class ReadoutTask:
+class ReadoutTask(task_lib.Task):
   """Trains and evaluates readout heads on a frozen (or fine-tuned) backbone."""
 
   # A readout checkpoint resumes (or is evaluated) only under the settings that shape

@@ -26,12 +26,13 @@ from moog import model as moog_model
 from moog import motion_guided
 from moog import token_tracking
 from videolib import metrics
+from videolib import task as task_lib
 
 
 NUM_DRAWN_TOKENS = 16  # Tokens whose attention tracks the eval summaries draw.
 
 
-class MooGTask:
+class MooGTask(task_lib.Task):
   """Next-frame prediction with MooG (see `moog/model.py`)."""
 
   def __init__(self, config: ml_collections.ConfigDict):

@@ -68,14 +68,12 @@ def restore_run(
     `(config, params, source)`: the config used, the parameters as host-side arrays, and
     the checkpoint path they came from.
   """
-  params, saved_config, source = checkpoint.read_run_params(workdir)
+  params, saved_config, source = checkpoint.read_run_params(workdir, role='--workdir')
   if config is None:
     config = ml_collections.ConfigDict(saved_config)
-  differences = checkpoint.config_differences(
-      saved_config, checkpoint.config_to_json(config), 'model')
-  if differences:
-    raise checkpoint.CheckpointError(
-        f'{source} was written by a different `config.model`:\n  ' + '\n  '.join(differences))
+  checkpoint.refuse_if_different(
+      checkpoint.config_differences(saved_config, checkpoint.config_to_json(config), 'model'),
+      source=source, refusing='run it with this config.model')
   return config, jax.device_get(params), source
 
 
@@ -179,10 +177,10 @@ def visualize_run(
   """
   if not out_path.lower().endswith('.gif'):
     raise ValueError(f'--out={out_path!r}: only GIF output is supported (use a .gif path).')
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
     raise FileNotFoundError(
-        f'--workdir={workdir!r} has no checkpoints/: pass the workdir of a training run.'
-    )
+        f'--workdir={workdir!r} has no {checkpoint.CHECKPOINT_SUBDIR}/: pass the workdir of '
+        'a training run.')
   config, params, source = restore_run(workdir, config)
   data_config = ml_collections.ConfigDict(config.data.to_dict())
   data_config.features = ('video', 'segmentations')

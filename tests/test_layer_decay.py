@@ -1,5 +1,4 @@
 """Layer-wise learning-rate decay (`config.optimizer.layer_decay`) in videolib/optim.py."""
-import types
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +111,7 @@ def test_default_optimizer_is_unchanged_bit_for_bit():
 
 def test_layer_decay_errors_name_the_field():
   config = _config(layer_decay=0.75)
-  no_layers = types.SimpleNamespace()  # A task without layer_ids (e.g. MooG's).
+  no_layers = train.Task()  # A task without layer_ids (e.g. MooG's).
   with pytest.raises(ValueError, match=r"config.optimizer.layer_decay=0.75 needs a task"):
     train.make_optimizer(config, no_layers)
   config.optimizer.layer_decay = 1.5

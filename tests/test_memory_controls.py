@@ -14,7 +14,7 @@ from videolib import train
 BATCH_SIZE = 8
 
 
-class LinearRegressionTask:
+class LinearRegressionTask(train.Task):
   """A deterministic task whose loss is a batch mean, as the trainer's tasks' losses are."""
 
   def init(self, rng, batch):

@@ -323,7 +323,7 @@ def test_evaluation_pools_sums_and_counts_with_metrics_finalize(monkeypatch):
 
   config = ml_collections.ConfigDict(dict(seed=0, eval_batch_size=8, data={}))
   mesh = sharding.make_mesh(_mesh_config())
-  values, _ = train._evaluate(None, config, mesh, eval_fn, task=object())  # pylint: disable=protected-access
+  values, _ = train._evaluate(None, config, mesh, eval_fn, task=train.Task())  # pylint: disable=protected-access
   assert values["x"] == pytest.approx((8 * 1.0 + 2 * 4.0) / 10)
   assert values["squared_rmse"] == pytest.approx(np.sqrt((8 * 1.0 + 2 * 16.0) / 10))
   assert np.isnan(values["unscoreable"])

@@ -7,6 +7,12 @@ Each checkpoint step directory holds three items:
 - `config`: the full run config (JSON), used to refuse resuming or initialising from a
   checkpoint of a different model.
 
+The run store: a run's workdir keeps its checkpoints in `<workdir>/checkpoints/<step>/`
+(`checkpoint_dir`). Everything that reads a run goes through this module:
+`Checkpointer.restore_latest` (resume), `read_run_config` and `read_run_params` (another
+run's newest config or parameters, on any topology), `load_params` (`config.init_from`),
+and every refusal of a run written with a different config is `refuse_if_different`'s.
+
 Restores go into the *target* sharding (the abstract state carries it), so a checkpoint
 written on N devices restores onto M devices. A latest checkpoint that cannot be read
 (truncated, corrupt) is reported and the previous one is used; the training run moves it
@@ -36,6 +42,42 @@ NPZ_KEY_SEPARATOR = "/"
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be used."""
+
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """Where the run in `workdir` writes its checkpoints (created by `Checkpointer`)."""
+  return os.path.join(workdir, CHECKPOINT_SUBDIR)
+
+
+def _existing_checkpoint_dir(path: str, role: str) -> str:
+  """The checkpoint directory of the run at `path` (its workdir or that directory)."""
+  directory = os.path.abspath(path)  # orbax refuses relative paths.
+  if os.path.isdir(checkpoint_dir(directory)):
+    directory = checkpoint_dir(directory)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f"{role}={path!r}: no such directory. Pass the workdir of a training run.")
+  return directory
+
+
+def refuse_if_different(differences: Sequence[str], *, source: str, refusing: str,
+                        remedy: str = "") -> None:
+  """Raises the one 'written with a different config' error when `differences` is not empty.
+
+  Args:
+    differences: 'field: checkpoint -> current' lines (`config_differences`).
+    source: the checkpoint, as the user should find it.
+    refusing: what is refused, e.g. 'resume'.
+    remedy: a sentence saying what to do instead.
+  """
+  if differences:
+    raise CheckpointError(
+        f"{source} was written with a different config; refusing to {refusing}. Differing "
+        "fields (checkpoint -> this config):\n  " + "\n  ".join(differences)
+        + (f"\n{remedy}" if remedy else ""))
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -180,15 +222,11 @@ class Checkpointer:
     saved_config = self._manager.restore(
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
     current_config = config_to_json(config)
-    differences = [line for section in check_sections
-                   for line in config_differences(saved_config, current_config, section)]
-    if differences:
-      raise CheckpointError(
-          f"The checkpoint at {self.directory}/{step} was written with a different "
-          f"config; refusing to resume. Differing fields:\n  "
-          + "\n  ".join(differences)
-          + "\nUse a new --workdir, or restore the original config values."
-      )
+    refuse_if_different(
+        [line for section in check_sections
+         for line in config_differences(saved_config, current_config, section)],
+        source=f"The checkpoint at {self.directory}/{step}", refusing="resume",
+        remedy="Use a new --workdir, or restore the original config values.")
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     return restored.state, restored.data
@@ -235,21 +273,31 @@ class Checkpointer:
     return None
 
 
-def read_run_params(path: str) -> tuple[Any, dict[str, Any], str]:
+def read_run_config(path: str, *, role: str = "config.init_from") -> tuple[dict[str, Any], str]:
+  """The config (JSON) saved with the newest checkpoint of a run, and that checkpoint's path.
+
+  `path` is a run's workdir or its checkpoint directory; `role` names it in errors.
+  """
+  directory = _existing_checkpoint_dir(path, role)
+  manager = ocp.CheckpointManager(directory, item_names=_ITEMS)
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{role}={path!r}: no checkpoint in {directory}.")
+  saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  manager.close()
+  return saved.config, f"{directory}/{step}"
+
+
+def read_run_params(path: str, *, role: str = "config.init_from"
+                    ) -> tuple[Any, dict[str, Any], str]:
   """The parameters and config of the newest checkpoint of a run, whatever its topology.
 
-  `path` is a run's workdir or its `checkpoints/` directory. The whole train state is
-  restored onto this process's first device (its metadata gives the shapes), so a run
-  written on any number of devices can be read on any machine; only the parameters are
-  returned, with the saved config (JSON) and the checkpoint path.
+  `path` is a run's workdir or its checkpoint directory; `role` names it in errors. The
+  whole train state is restored onto this process's first device (its metadata gives the
+  shapes), so a run written on any number of devices can be read on any machine; only
+  the parameters are returned, with the saved config (JSON) and the checkpoint path.
   """
-  directory = os.path.abspath(path)  # orbax refuses relative paths.
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
-    directory = os.path.join(directory, "checkpoints")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(
-        f"config.init_from={path!r}: no such directory. Pass the workdir of a training run."
-    )
+  directory = _existing_checkpoint_dir(path, role)
   manager = ocp.CheckpointManager(
       directory,
       item_names=_ITEMS,
@@ -259,7 +307,7 @@ def read_run_params(path: str) -> tuple[Any, dict[str, Any], str]:
   )
   step = manager.latest_step()
   if step is None:
-    raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint in {directory}.")
+    raise FileNotFoundError(f"{role}={path!r}: no checkpoint in {directory}.")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
@@ -305,12 +353,9 @@ def load_params(
   if prefixes:
     return _place_subtrees(loaded, target_params, tuple(prefixes), source=source)
   if config is not None:
-    differences = config_differences(saved_config, config_to_json(config), "model")
-    if differences:
-      raise CheckpointError(
-          f"config.init_from={path!r} was trained with a different `config.model`:\n  "
-          + "\n  ".join(differences)
-      )
+    refuse_if_different(config_differences(saved_config, config_to_json(config), "model"),
+                        source=f"config.init_from={path!r} ({source})",
+                        refusing="initialise from it")
   return place_params(loaded, target_params, source=source)
 
 

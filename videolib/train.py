@@ -3,24 +3,15 @@
 Sections: workdir and mesh -> input pipeline -> shapes-first state -> restore or init ->
 the jitted steps -> the loop (log, eval, summaries, checkpoints, preemption).
 
-A *task* supplies what is model-specific (see `docs/design.md`):
-  init(rng, batch_spec) -> params
-  loss_fn(params, batch, rng) -> (scalar loss, {name: scalar})
-  eval_fn(params, batch, rng) -> {name: (sum, count)}         mask-weighted by batch['_mask']
-  summaries(params, batch, rng) -> {name: uint8 [b, T, H, W, 3]}
-  validate_config(config) -> None                              raises ValueError naming the field
-Optional: frozen_params(params) -> pytree of bool (never updated, see `make_optimizer`),
-layer_ids() -> optim.LayerIds (for `config.optimizer.layer_decay`) and
-validate_batch(host_batch) -> None (raises on bad inputs before they reach the devices);
-render_summaries(host_summaries) -> {name: uint8 video} (host-side drawing with numpy/PIL
-on the output of the jitted `summaries`, e.g. token tracks); for_cost_analysis(config) ->
-Task (the same computation with its loops unrolled, for FLOP counts: XLA's cost analysis
-counts a while-loop body once).
+A *task* supplies what is model-specific: `videolib.task.Task` declares every method the
+trainer calls, the five required ones (validate_config, init, loss_fn, eval_fn, summaries)
+and the optional hooks with their defaults.
 Everything else (sharding, optimizer, checkpoints, metrics, NaN guard) lives here once.
 
 Train-state layout: {'step', 'params', 'opt_state', 'nonfinite_steps', 'last_nonfinite_step'}.
-Randomness is `fold_in(key(seed), step)`, so the state needs no RNG and a resumed run draws
-the same numbers as an uninterrupted one.
+Randomness comes from named streams of `config.seed` (`rng_stream`): 'train' folds in the
+step, so the state needs no RNG and a resumed run draws the same numbers as an
+uninterrupted one.
 
 Faults (tested by `tests/test_fault_injection.py`, figures in `docs/reliability.md`):
 - SIGTERM/SIGINT: checkpoint at the current step, a `preempted` record in metrics.jsonl,
@@ -40,7 +31,7 @@ import shutil
 import signal
 import tempfile
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,39 +47,32 @@ from videolib import cost
 from videolib import metrics as metrics_lib
 from videolib import optim
 from videolib import sharding
+from videolib import task as task_lib
 from videolib import writers
 from videolib.data import pipeline
 
 PyTree = Any
 
 
-class Task(Protocol):
-  """What a model contributes to the trainer."""
+Task = task_lib.Task
 
-  def validate_config(self, config: ml_collections.ConfigDict) -> None: ...
+# Named random streams of a run; the numbers are fold-ins of `key(config.seed)`. 'init'
+# is the root key itself, so parameters initialised before the streams were named are
+# drawn alike.
+_RNG_STREAMS = {"train": 1, "eval": 2, "summaries": 3}
 
-  def init(self, rng: jax.Array, batch: dict[str, jax.ShapeDtypeStruct]) -> PyTree: ...
 
-  def loss_fn(
-      self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
-  ) -> tuple[jax.Array, dict[str, jax.Array]]: ...
-
-  def eval_fn(
-      self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
-  ) -> dict[str, tuple[jax.Array, jax.Array]]: ...
-
-  def summaries(
-      self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
-  ) -> dict[str, jax.Array]: ...
+def rng_stream(seed: int, name: str) -> jax.Array:
+  """The root key of the random stream `name` ('init', 'train', 'eval' or 'summaries')."""
+  root = jax.random.key(seed)
+  if name == "init":
+    return root
+  return jax.random.fold_in(root, _RNG_STREAMS[name])
 
 
 def checkpoint_config_sections(task: Task) -> tuple[str, ...]:
-  """Config paths a checkpoint must match to be resumed or evaluated.
-
-  'model' always; a task adds dotted paths with a `checkpoint_config_sections` attribute
-  (e.g. the readout heads' settings).
-  """
-  return ("model",) + tuple(getattr(task, "checkpoint_config_sections", ()))
+  """Config paths a checkpoint must match to be resumed or evaluated: 'model' and the task's."""
+  return ("model",) + tuple(task.checkpoint_config_sections)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -164,26 +148,23 @@ def make_optimizer(
 ) -> tuple[optax.GradientTransformation, Callable]:
   """`config.optimizer`'s optimizer; parameters the task marks frozen are never updated.
 
-  A task may define `frozen_params(params) -> pytree of bool` (e.g. a pretrained backbone
-  under trained readout heads). Frozen leaves get `optax.set_to_zero()`: no update, no
-  weight decay, no optimizer state, so they stay bitwise equal to their loaded values.
-  A task with `layer_ids()` supports `config.optimizer.layer_decay` (see `optim`).
+  Leaves the task's `frozen_params` marks (e.g. a pretrained backbone under trained
+  readout heads) get `optax.set_to_zero()`: no update, no weight decay, no optimizer
+  state, so they stay bitwise equal to their loaded values. The task's `layer_ids`
+  serve `config.optimizer.layer_decay` (see `optim`).
   """
-  layer_ids = task.layer_ids() if hasattr(task, "layer_ids") else None
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps, layer_ids)
-  frozen_params = getattr(task, "frozen_params", None)
-  if frozen_params is None:
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
+                                      task.layer_ids())
+  if task.frozen_params is None:
     return tx, schedule
   label = lambda params: jax.tree.map(lambda frozen: "frozen" if frozen else "trained",
-                                      frozen_params(params))
+                                      task.frozen_params(params))
   return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, label), schedule
 
 
 def check_batch(task: Task, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Runs the task's optional host-side `validate_batch` (raises on bad inputs)."""
-  validate_batch = getattr(task, "validate_batch", None)
-  if validate_batch is not None:
-    validate_batch(local_batch)
+  """Runs the task's host-side `validate_batch` (raises on bad inputs)."""
+  task.validate_batch(local_batch)
   return local_batch
 
 
@@ -272,12 +253,12 @@ def make_train_step(
     task: Task, tx: optax.GradientTransformation, schedule: Callable, config
 ) -> Callable:
   """Builds `train_step(state, batch) -> (state, metrics)`; non-finite updates never land."""
-  base_rng = jax.random.key(config.seed)
+  train_rng = rng_stream(config.seed, "train")
   accumulation = config.optimizer.grad_accumulation_steps
 
   def train_step(state, batch):
     step = state["step"]
-    rng = jax.random.fold_in(jax.random.fold_in(base_rng, 1), step)
+    rng = jax.random.fold_in(train_rng, step)
     (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
         state["params"], batch, rng
     )
@@ -334,16 +315,40 @@ def count_params_per_part(params: PyTree) -> dict[str, int]:
   return counts
 
 
-def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
-  """Parameter counts per part and XLA FLOPs of one train step, from shapes alone."""
+class _Setup(NamedTuple):
+  """What training, evaluation and `describe` share, built from shapes alone."""
+
+  spec: dict[str, jax.ShapeDtypeStruct]  # One global batch.
+  tx: optax.GradientTransformation
+  schedule: Callable
+  init_state: Callable[[jax.Array], PyTree]
+  abstract_state: PyTree
+
+
+def _set_up(config: ml_collections.ConfigDict, task: Task) -> _Setup:
+  """Checks the config, then derives the batch shapes, the optimizer and the state shapes."""
   validate_common_config(config)
   task.validate_config(config)
   spec = pipeline.batch_spec(config.data, config.batch_size)
   tx, schedule = make_optimizer(config, task)
-  _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(0))
-  counting_task = task.for_cost_analysis(config) if hasattr(task, "for_cost_analysis") else task
-  train_step = make_train_step(counting_task, tx, schedule, config)
-  flops = cost.xla_flops(train_step, abstract_state, spec)
+  init_state, abstract_state = abstract_train_state(
+      task, tx, spec, rng_stream(config.seed, "init"))
+  return _Setup(spec, tx, schedule, init_state, abstract_state)
+
+
+def _make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_divisible(config.eval_batch_size, mesh)
+  return mesh
+
+
+def describe(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
+  """Parameter counts per part and XLA FLOPs of one train step, from shapes alone."""
+  setup = _set_up(config, task)
+  abstract_state = setup.abstract_state
+  train_step = make_train_step(task.for_cost_analysis(config), setup.tx, setup.schedule,
+                               config)
+  flops = cost.xla_flops(train_step, abstract_state, setup.spec)
   return dict(
       params=count_params_per_part(abstract_state["params"]),
       train_step_flops=flops,
@@ -366,7 +371,7 @@ def _evaluate(params, config, mesh, eval_fn, task) -> tuple[dict[str, float], di
   for batch_index, local_batch in enumerate(eval_iter):
     batch = sharding.host_to_global(check_batch(task, local_batch), mesh)
     first_batch = batch if first_batch is None else first_batch
-    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2), batch_index)
+    rng = jax.random.fold_in(rng_stream(config.seed, "eval"), batch_index)
     # Python floats: the host sums over the whole split in float64.
     sums = {name: (float(total), float(count))
             for name, (total, count) in jax.device_get(eval_fn(params, batch, rng)).items()}
@@ -381,13 +386,11 @@ def train_and_evaluate(
 
   Returns the last logged train metrics and the last eval metrics (for tests and scripts).
   """
-  # ---- Config, workdir, mesh -------------------------------------------------------------
-  validate_common_config(config)
-  task.validate_config(config)
+  # ---- Config, shapes, workdir, mesh --------------------------------------------------------
+  setup = _set_up(config, task)
   check_workdir_writable(workdir)
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = _make_mesh(config)
   sharding.check_batch_divisible(config.batch_size, mesh)
-  sharding.check_batch_divisible(config.eval_batch_size, mesh)
   logging.info("Processes: %d, devices: %d (local %d), mesh: %s", jax.process_count(),
                jax.device_count(), jax.local_device_count(), dict(mesh.shape))
 
@@ -395,12 +398,10 @@ def train_and_evaluate(
   train_iter = pipeline.make_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed
   )
-  spec = pipeline.batch_spec(config.data, config.batch_size)
   batch_sharding = sharding.batch_sharding(mesh)
 
   # ---- Shapes first: the abstract state decides the shardings ------------------------------
-  tx, schedule = make_optimizer(config, task)
-  init_state, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(config.seed))
+  abstract_state = setup.abstract_state
   state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
   parameter_counts = count_params_per_part(abstract_state["params"])
   logging.info("Parameters per part: %s", parameter_counts)
@@ -408,7 +409,7 @@ def train_and_evaluate(
 
   # ---- Restore, or initialise sharded at birth ---------------------------------------------
   checkpointer = checkpoint.Checkpointer(
-      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep,
+      checkpoint.checkpoint_dir(workdir), max_to_keep=config.checkpoint_max_to_keep,
       # Async saves train on while a save is written, so a SIGKILL can lose up to one
       # interval plus the steps of one save; False bounds the loss by the interval.
       async_save=config.checkpoint_async, owner=True,
@@ -423,21 +424,19 @@ def train_and_evaluate(
     train_iter.set_state(data_state)
     logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state["step"]))
   else:
-    state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+    state = jax.jit(setup.init_state, out_shardings=state_sharding)(
+        rng_stream(config.seed, "init"))
     if config.init_from:
       # Prefixes load only those top-level subtrees, e.g. a pretrained backbone under a
-      # fresh head; the rest keeps its init. A task's `init_from_prefixes(config)` decides
-      # (the readouts: exactly their backbone), else the optional config field.
-      prefixes = (task.init_from_prefixes(config) if hasattr(task, "init_from_prefixes")
-                  else tuple(config.get("init_from_prefixes", ())))
+      # fresh head; the rest keeps its init.
       state["params"] = checkpoint.load_params(
-          config.init_from, state["params"], config, prefixes=prefixes)
+          config.init_from, state["params"], config, prefixes=task.init_from_prefixes(config))
       logging.info("Initialised parameters from %s.", config.init_from)
 
   # ---- Jitted steps ---------------------------------------------------------------------------
   replicated = sharding.replicated(mesh)
   train_step = jax.jit(
-      make_train_step(task, tx, schedule, config),
+      make_train_step(task, setup.tx, setup.schedule, config),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, replicated),
       donate_argnums=(0,),
@@ -554,10 +553,8 @@ def train_and_evaluate(
                                                     eval_metrics))
           if config.get("num_summary_videos", 4):  # 0: no video summaries.
             videos = jax.device_get(
-                summaries_fn(state["params"], first_batch, jax.random.key(config.seed)))
-            if hasattr(task, "render_summaries"):
-              videos = task.render_summaries(videos)
-            writer.write_videos(step, videos)
+                summaries_fn(state["params"], first_batch, rng_stream(config.seed, "summaries")))
+            writer.write_videos(step, task.render_summaries(videos))
           progress.unpause()  # Evaluation is not training time.
           timer_step, timer_start = step, time.perf_counter()
 
@@ -587,16 +584,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
   Writes `<workdir>/eval_<split>_step<N>.json` and a `metrics.jsonl` record; returns the
   metrics.
   """
-  validate_common_config(config)
-  task.validate_config(config)
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch_divisible(config.eval_batch_size, mesh)
-  spec = pipeline.batch_spec(config.data, config.batch_size)
-  tx, _ = make_optimizer(config, task)
-  _, abstract_state = abstract_train_state(task, tx, spec, jax.random.key(config.seed))
+  abstract_state = _set_up(config, task).abstract_state
+  mesh = _make_mesh(config)
   state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh)
   checkpointer = checkpoint.Checkpointer(
-      os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint_max_to_keep
+      checkpoint.checkpoint_dir(workdir), max_to_keep=config.checkpoint_max_to_keep
   )
   restored = checkpointer.restore_latest(
       sharding.with_shardings(abstract_state, state_sharding), config,
@@ -611,7 +603,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dic
     params, step = checkpoint.load_params(config.init_from, abstract_params, config), 0
   else:
     raise FileNotFoundError(
-        f"--mode=eval: no checkpoint in {workdir}/checkpoints and no config.init_from. Train "
+        f"--mode=eval: no checkpoint in {checkpointer.directory} and no config.init_from. Train "
         "first, pass the workdir of a training run, or set --config.init_from=PATH."
     )
   os.makedirs(workdir, exist_ok=True)
