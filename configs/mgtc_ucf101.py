@@ -1,4 +1,6 @@
-r"""VideoMAE ViT-B/16 on UCF101 split 1 with MGTC (the VideoMAE UCF101 recipe, mgtc.md section 4).
+r"""VideoMAE ViT-B/16 on UCF101 split 1 with MGTC (VideoMAE's UCF101 recipe).
+
+The recipe's values: docs/mgtc_reference.md §4.
 
 Prepare the data once (TFDS's `ucf101` builder; needs the ffmpeg binary; downloads ~6.5 GB;
 docs/data.md "UCF101"):
@@ -20,8 +22,8 @@ The arg is `key=value` pairs separated by commas (all optional):
   ratio    drop ratio (default 0.25);
   apply_at 'both' (default) | 'train' | 'test'.
 
-Fine-tuning values from VideoMAE's UCF101 recipe (mgtc.md section 4): AdamW (0.9, 0.999),
-weight decay 0.05 (on every parameter: mgtc.md does not list VideoMAE's bias / norm
+Fine-tuning values from VideoMAE's UCF101 recipe (docs/mgtc_reference.md §4): AdamW (0.9, 0.999),
+weight decay 0.05 (on every parameter: docs/mgtc_reference.md does not list VideoMAE's bias / norm
 exclusion), layer-wise lr decay 0.7, lr 5e-4 at batch 128, 100 epochs with 5 warmup,
 cosine to 1e-5, drop path 0.2, fc dropout 0.5, label smoothing 0.1.
 Not implemented here (each costs VideoMAE accuracy, so do not expect its 91.3 top-1):
@@ -104,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # VideoMAE decays neither biases, norm parameters nor position embeddings / tokens.
   config.optimizer.weight_decay_mask = "matrices"
   if pretrain:
-    # VideoMAE's pretraining script (not in mgtc.md): base lr 1.5e-4 per 256 clips,
+    # VideoMAE's pretraining script (not in docs/mgtc_reference.md): base lr 1.5e-4 per 256 clips,
     # betas (0.9, 0.95), 40 warmup epochs.
     config.optimizer.peak_lr = 1.5e-4 * _BATCH_SIZE / 256
     config.optimizer.b2 = 0.95
@@ -115,7 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.end_lr = 1e-5
     config.optimizer.warmup_steps = 5 * steps_per_epoch
     config.optimizer.clip_norm = 1e9  # VideoMAE fine-tuning does not clip (clip_grad=None).
-    config.optimizer.layer_decay = 0.7  # mgtc.md section 4, UCF101 column (K400: 0.75).
+    config.optimizer.layer_decay = 0.7  # docs/mgtc_reference.md §4, UCF101 column (K400: 0.75).
 
   config.mesh = sharding.default_mesh_config()
   return config

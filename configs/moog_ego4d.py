@@ -1,7 +1,7 @@
 r"""MooG in the shape of the released Ego4D backbone (35,193,811 parameters).
 
-The model is `model.ego4d_model_config()` (moog.md §12): MOVi sizes with conv strides
-2, 1, 1, 2, 1, 1 and a concatenated encoder PE; the decoder stays cross-attention only.
+The model is `model.ego4d_model_config()` (docs/moog_reference.md §12): MOVi sizes with
+conv strides 2, 1, 1, 2, 1, 1 and a concatenated encoder PE; the decoder stays cross-attention only.
 Clips are 16 frames at 256x256 in [0, 1], as the colab feeds the released checkpoints.
 Ego4D itself is not read by this project: evaluation runs on MOVi-E 256x256 (Kubric, as
 the colab's demo batch), or on the built-in synthetic data with `:synthetic`.

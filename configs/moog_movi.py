@@ -11,7 +11,7 @@ Parameter counts and train-step FLOPs from shapes alone:
 Model: 1024 tokens x 512; corrector 2 layers / 8 heads, predictor 3 / 4, decoder 6 / 2
 (cross-attention only), MLP 2048; decoder lattice subsampling 8 in training, 4 at eval.
 Optimizer: AdamW (0.9, 0.95, eps 1e-8, wd 1e-4 on all params), clip 1.0, warmup 1000 steps
-to 1e-4, cosine to 1e-7 at the last step (moog.md §8).
+to 1e-4, cosine to 1e-7 at the last step (docs/moog_reference.md §8).
 
 Run length follows the intended run, not the released smoke values (1,100 steps, batch 1,
 24-frame clips): batch 128, 1M steps, random 8-frame windows. Resolution (open upstream:

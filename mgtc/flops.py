@@ -8,7 +8,7 @@ Two counts:
   * `analytic_gmacs`: per layer 12 * N * d^2 (qkv 3, proj 1, MLP 8 with ratio 4) plus
     2 * N^2 * d (q k^T and attention x v), over `depth` layers, plus the tubelet
     embedding N * (s * P * P * C) * d and the head d * classes. This reproduces the
-    180.3 GFLOPs of VideoMAE ViT-B at 16 x 224^2 and the mgtc.md section 6 table.
+    180.3 GFLOPs of VideoMAE ViT-B at 16 x 224^2 and the docs/mgtc_reference.md §6 table.
   * `xla_gmacs`: XLA's count of the lowered program (shapes only, no data; the same on
     every backend, see `videolib.cost.xla_flops`). It also
     counts softmax, LayerNorm, GELU, biases and residual adds, which fvcore ignores,
@@ -93,7 +93,8 @@ def gflops_per_view(
     config: model config; num_frames and image_size set the view.
     drop_ratio: MGTC ratio; 0 runs all tokens (and nothing is scored).
     include_scoring: add the pixel motion-score cost when drop_ratio > 0.
-    include_head: add the classifier (mgtc.md's table leaves it out; 0.3 MMACs).
+    include_head: add the classifier (0.3 MMACs; the table of docs/mgtc_reference.md §6
+      leaves it out).
   """
   gmacs = analytic_gmacs(
       kept_token_count(config, drop_ratio),

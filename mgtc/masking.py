@@ -5,7 +5,7 @@ Every rule returns int32 [B, K] kept raster indices in increasing order (the for
 N - floor(r * N) whenever r * N (tube masking: r * h * w) is an integer, which holds
 for the paper's ratios on the 14 x 14 grid.
 
-Baselines (mgtc.md section 3):
+Baselines (docs/mgtc_reference.md §3):
   * random: drop a uniformly random k = floor(r * N) tokens per clip.
   * tube (VideoMAE): one random spatial mask of floor(r * h * w) positions, repeated on
     every temporal slice.

@@ -13,7 +13,7 @@ order, so the backbone gathers tokens (with their position embeddings already ad
 without knowing which rule chose them. The masking baselines in `masking.py` return
 the same format.
 
-Decisions taken here (mgtc.md level [R]):
+Decisions taken here (docs/mgtc_reference.md §1, level [R]):
   * Score rule 'consecutive' (default): slice t scores the mean of the s frame
     differences that *end* inside the tubelet, |x[s*t + j] - x[s*t + j - 1]| for
     j = 0..s-1 (for s = 2: |x[2t] - x[2t-1]| and |x[2t+1] - x[2t]|), so it sees motion

@@ -15,7 +15,7 @@ Evaluation (classification) reports, over the eval split (padding excluded by `_
     cut `config.eval_clips` times, evenly spaced, from the loaded window of
     `config.data.num_frames`; each view gets its own token selection (views are stacked
     into the batch, and every rule selects per row); softmax scores are averaged over
-    views before the argmax (evaluation.md section 4). Spatial crops are not taken: the
+    views before the argmax (docs/evaluation_reference.md §4). Spatial crops are not taken: the
     eval frame is resized whole to `config.model.image_size`.
   * `loss`: cross-entropy of the view-averaged probabilities (no smoothing);
   * `gflops_per_view` / `gflops_per_video`: the analytic count (`flops.py` convention,

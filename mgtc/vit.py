@@ -1,6 +1,6 @@
 """VideoMAE-style video ViT that runs on a kept token subset, and its MAE pretrainer.
 
-Facts follow VideoMAE ViT-B/16 (mgtc.md section 4): tubelet embedding 2 x P x P -> d,
+Facts follow VideoMAE ViT-B/16 (docs/mgtc_reference.md §4): tubelet embedding 2 x P x P -> d,
 fixed 1-D sinusoidal position table over the flat raster index (no cls token, nothing
 learnable), pre-LN blocks with LayerNorm eps 1e-6, q and v biases only, MLP ratio 4,
 stochastic depth, mean pooling -> fc_norm -> dropout -> Linear head (init x 0.001).
@@ -17,7 +17,7 @@ Decisions taken here (level [R]):
     gathered with the same indices. Since the embedding is per-token linear this
     equals "embed all, add the table to all, gather" (`selection.
     add_positions_and_gather`, checked in the tests), and it makes the embedding cost
-    N_kept * (s * P * P * c) * d, the convention of the GFLOPs table in mgtc.md.
+    N_kept * (s * P * P * c) * d, the convention of the GFLOPs table in docs/mgtc_reference.md.
   * The position table is built from the input's token count at trace time, so a
     32-frame clip gets the 3,136-row table whose first 1,568 rows are the 16-frame one.
   * Inits: Linear kernels truncated normal (std 0.02), biases 0; head std 0.02 * 0.001;

@@ -1,4 +1,6 @@
-r"""Non-recurrent attention readouts of the released Ego4D MooG heads (moog.md §10, §12).
+r"""Non-recurrent attention readouts of the released Ego4D MooG heads.
+
+Facts: docs/moog_reference.md §10 and §12.
 
 The released point-track and box-track heads (`moog_ego4d_{point,box}_track_head_ckpt_
 164335139.npz`) are upstream's `TrackingReadoutWrapper` around an `AttentionReadout`
@@ -57,7 +59,7 @@ Decisions (the spec is silent; the colab's module code was the reference where i
 * Features: a `moog_outputs` mapping (the state named by `features`, default
   'corrected') or a plain [*b, T, n, d] array. Gradients into the features are stopped
   unless `finetune=True`. NB: the released heads were trained on the colab's corrected
-  states *before* the state LayerNorm (moog.md §12), whereas this project's
+  states *before* the state LayerNorm (docs/moog_reference.md §12), whereas this project's
   `states_corrected` are taken after it; pass pre-norm states for parity with upstream:
   `MooG(return_corrected_prenorm=True)` returns them as `states_corrected_prenorm`, and
   `moog/ego4d.py` runs backbone and heads that way.

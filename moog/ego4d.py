@@ -14,7 +14,7 @@ Typical use::
   out = ego4d.run_released(params, video, query_xy=query_xy, query_boxes=query_boxes,
                            config=config)
 
-What `run_released` does, in the colab's order (moog.md §10, §12):
+What `run_released` does, in the colab's order (docs/moog_reference.md §10, §12):
 
 1. the backbone runs over the clip (video [b, T, R, R, 3] in [0, 1], T = 16, R = 256),
    the initial state drawn from the 'default' rng (`seed`), evaluation mode;

@@ -29,6 +29,7 @@ import dataclasses
 
 import chex
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
@@ -114,7 +115,7 @@ class MooG(nn.Module):
   subsample_factor_train: int = 8
   subsample_factor_eval: int = 4
   remat: bool = False
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
   return_corrected_prenorm: bool = False
   scan_unroll: int = 1
 
@@ -292,7 +293,7 @@ class MooG(nn.Module):
     Relation to the released Ego4D colab (representations4d `moog_inference_demo`),
     whose step is `s = LN(x_{t-1}); s = s + Predictor(s); x_t = s + Corrector(s, e_t)`
     from the raw noise `x_{-1} = 1e-4 · N(0, 1)`, with the heads reading `x_0 .. x_{T-1}`
-    ("corrected states of frames 1..T before the next LayerNorm", moog.md §12):
+    ("corrected states of frames 1..T before the next LayerNorm", docs/moog_reference.md §12):
     * Equal: the same operations in the same order. Moving the colab's leading LN to
       the end of the previous step gives this recurrence: `s_{t-1} = LN(x_{t-1})` is
       this model's carried state, so `states_corrected_prenorm[t] = x_t` (the heads'

@@ -4,7 +4,7 @@ Every module here is a Flax linen module used through `init`/`apply`, and every 
 accepts any number of leading batch axes, written `*b` in the shape docs.
 
 The layer conventions follow the ViT-22B-style "improved transformer" of the MooG
-release (see `docs/design.md` and the reference notes, sections 5 and 6):
+release (see `docs/design.md` and docs/moog_reference.md §5–§6):
 
 * LayerNorms are mean-centred with a learnable scale and no bias (eps 1e-6 inside the
   blocks).
@@ -30,6 +30,7 @@ from typing import Literal
 
 import einops
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
@@ -39,7 +40,7 @@ PosEmbeddingMode = Literal['project_add', 'concat']
 
 
 def _scale_only_layer_norm(
-    name: str, dtype: jnp.dtype, epsilon: float = BLOCK_NORM_EPSILON
+    name: str, dtype: Dtype, epsilon: float = BLOCK_NORM_EPSILON
 ) -> nn.LayerNorm:
   """Mean-centred LayerNorm with a learnable scale and no bias."""
   return nn.LayerNorm(epsilon=epsilon, use_bias=False, use_scale=True, dtype=dtype, name=name)
@@ -98,7 +99,7 @@ class GridFourierEmbedding(nn.Module):
 
   num_bases: int
   mode: PosEmbeddingMode = 'project_add'
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, features: Float[Array, '*b h w C']) -> Float[Array, '*b h w E']:
@@ -230,7 +231,7 @@ class Attention(nn.Module):
 
   num_heads: int
   qkv_size: int
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
   impl: AttentionImpl = 'explicit'
 
   @nn.compact
@@ -304,7 +305,7 @@ class TransformerBlock(nn.Module):
   qkv_size: int
   mlp_dim: int
   self_attention: bool = True
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
   attention_impl: AttentionImpl = 'explicit'
 
   @nn.compact
@@ -360,7 +361,7 @@ class Transformer(nn.Module):
   self_attention: bool = True
   hidden_size: int | None = None
   output_size: int | None = None
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
   attention_impl: AttentionImpl = 'explicit'
 
   @nn.compact
@@ -429,7 +430,7 @@ class ConvBackbone(nn.Module):
 
   channels: Sequence[int]
   strides: Sequence[int]
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: Float[Array, '*b H W c']) -> Float[Array, '*b h w C']:
@@ -459,7 +460,7 @@ class TokenProjection(nn.Module):
   """
 
   hidden_size: int
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: Float[Array, '*b n c']) -> Float[Array, '*b n c']:
@@ -490,7 +491,7 @@ class FrameEncoder(nn.Module):
   num_fourier_bases: int
   pos_embedding: PosEmbeddingMode
   token_dim: int
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
 
   @property
   def total_stride(self) -> int:
@@ -539,7 +540,7 @@ class PixelDecoder(nn.Module):
   num_fourier_bases: int
   out_channels: int = 3
   self_attention: bool = False
-  dtype: jnp.dtype = jnp.float32
+  dtype: Dtype = jnp.float32
   attention_impl: AttentionImpl = 'explicit'
 
   @nn.compact

@@ -1,6 +1,6 @@
 r"""Parameter names of the released Ego4D MooG `.npz` files <-> this project's modules.
 
-Backbone (`moog_ego4d_backbone_ckpt_164335139.npz`, moog.md §12)
+Backbone (`moog_ego4d_backbone_ckpt_164335139.npz`, docs/moog_reference.md §12)
 -----------------------------------------------------------------
 The file stores flat "a/b/c" keys. Its names are not documented; they are derived (the
 file itself was not inspected: no network here) from the module code that loads it,
@@ -94,7 +94,7 @@ Fourier layer is `layers_0`, so the MLP is `layers_1`). The full map is
   `attention_readout/Dense_2`                   `readout/head`
 
 Shapes are unchanged by the map. If a released file holds other names (e.g. the file
-bundles the backbone, moog.md §11), loading fails with them listed as unexpected.
+bundles the backbone, docs/moog_reference.md §11), loading fails with them listed as unexpected.
 
 Convert a released file once, then initialise from the converted file::
 

@@ -9,7 +9,8 @@ the heads `point_readout`, `depth_readout`, `box_readout`. With
 trainer give its parameters `optax.set_to_zero()` (no update, no weight decay, no
 optimizer state), so they stay bitwise equal to the checkpoint (tested).
 
-Protocol (the open points of evaluation.md §6 and moog.md §14, decided here):
+Protocol (the points docs/evaluation_reference.md §6 and docs/moog_reference.md §14 leave
+open, decided here):
 
 * Queries and conditioning: points are queried on frame 0 (the pipeline re-bases every
   track to the window's first frame, where it is visible), boxes are conditioned on
@@ -100,7 +101,7 @@ checkpoint.register_execution_only_config_fields(('readout.depth_pixels_per_chun
 
 
 def default_readout_config() -> ml_collections.ConfigDict:
-  """Readout settings (`config.readout`); head sizes follow moog.md §10 at full scale."""
+  """Readout settings (`config.readout`); head sizes follow docs/moog_reference.md §10."""
   return ml_collections.ConfigDict(dict(
       tasks=HEADS,
       features='concat',
@@ -209,9 +210,9 @@ def constant_depth_predictions(depth: jax.Array) -> jax.Array:
 
 
 def strided_queries(batch: dict[str, jax.Array], stride: int = STRIDED_QUERY_STRIDE):
-  """TAP-Vid strided query sampling from the ground truth of the batch (evaluation.md §1.5).
+  """TAP-Vid strided query sampling from the batch's ground truth.
 
-  Every `stride`-th frame s, each valid track visible at s becomes a query (s, y, x)
+  Every `stride`-th frame s (docs/evaluation_reference.md §1.5), each valid track visible at s becomes a query (s, y, x)
   with the track's ground truth there.
 
   Returns:

@@ -1,10 +1,11 @@
-"""Readout heads on frozen MooG states: points, depth and boxes (moog.md §10).
+"""Readout heads on frozen MooG states: points, depth and boxes (docs/moog_reference.md §10).
 
 Every head reads one of MooG's state sequences (`features` in {'predicted', 'corrected',
 'concat'}; 'concat' = `states_concat`, the official MOVi choice) and stops gradients into
 the backbone unless `finetune=True`. The heads are built from MooG's own blocks
 (`modules.Transformer` with cross-attention only, `modules.fourier_features`,
-`modules.grid_coordinates`), so they follow the same layer conventions (moog.md §5–§6).
+`modules.grid_coordinates`), so they follow the same layer conventions
+(docs/moog_reference.md §5–§6).
 
 Heads:
 
@@ -18,8 +19,8 @@ Heads:
   `anchor_to_query=True` (this project's default, `config.readout.anchor_to_query`) they
   are `σ(logit(conditioning) + MLP(corr))` with the MLP's output layer zero-initialised,
   so training starts from the never-moving track and learns the motion as an offset.
-  Upstream never trained these heads (moog.md §10: empty loss dicts), so the choice is
-  open; measured on the synthetic data in
+  Upstream never trained these heads (docs/moog_reference.md §10: empty loss dicts), so the
+  choice is open; measured on the synthetic data in
   docs/log/2026-11_readout_experiments_textured_scenes.md. The carried state
   goes in and out explicitly, so a long video can be read in temporal slices
   (`moog/sliced_eval.py`).
@@ -35,7 +36,8 @@ Coordinates: point heads work in normalised (x, y) = raster pixels / (W, H), in 
 boxes are normalised [ymin, xmin, ymax, xmax]. Use `normalise_query_points` and
 `positions_to_pixels` to convert from / to the raster pixels of the batch.
 
-Losses (upstream leaves them open, moog.md §14; choices follow TAPIR where one exists):
+Losses (upstream leaves them open, docs/moog_reference.md §14; choices follow TAPIR where one
+exists):
 
 * `point_tracking_loss`: Huber (δ = 4 px) on the Euclidean position error measured in
   pixels of a 256 x 256 raster (so the loss does not depend on the input resolution), on
@@ -72,6 +74,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Array, Bool, Float, Int, Shaped
 
 from moog import model as moog_model
 from moog import modules
@@ -191,7 +194,7 @@ class _RecurrentStep(nn.Module):
         name='transformer',
     )(state, inputs_kv=features)
     next_state = corrected + MlpBlock(self.width, self.width, name='predictor')(corrected)
-    # The state norm of MooG itself: scale-only LayerNorm, eps 1e-4 (moog.md §10).
+    # The state norm of MooG itself: scale-only LayerNorm, eps 1e-4 (docs/moog_reference.md §10).
     state_norm = nn.LayerNorm(
         epsilon=moog_model.STATE_NORM_EPSILON, use_bias=False, name='state_norm'
     )
@@ -256,17 +259,18 @@ class RecurrentReadout(nn.Module):
     if self.logit_size:
       self.logit_head = MlpBlock(self.width, self.logit_size)
 
-  def initial_state(self, conditioning: jax.Array) -> jax.Array:
+  def initial_state(self, conditioning: Float[Array, '*b m k']) -> Float[Array, '*b m w']:
     """[*b, m, k] conditioning in [0, 1] -> [*b, m, width] embedded state."""
     return self.initializer(modules.fourier_features(conditioning, self.num_fourier_bases))
 
   def rollout(
       self,
       moog_outputs: Mapping[str, jax.Array],
-      conditioning: jax.Array,
-      query_frame: jax.Array,
-      readout_state: jax.Array | None,
-  ) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+      conditioning: Float[Array, '*b m k'],
+      query_frame: Int[Array, '*b m'],
+      readout_state: Float[Array, '*b m w'] | None,
+  ) -> tuple[Float[Array, '*b T m v'], Float[Array, '*b T m l'] | None,
+             Float[Array, '*b m w']]:
     """Runs the recurrence over all frames of `moog_outputs`.
 
     Args:
@@ -328,9 +332,9 @@ class PointReadout(RecurrentReadout):
   def __call__(
       self,
       moog_outputs: Mapping[str, jax.Array],
-      query_xy: jax.Array,
-      query_frame: jax.Array,
-      readout_state: jax.Array | None = None,
+      query_xy: Float[Array, '*b N 2'],
+      query_frame: Int[Array, '*b N'],
+      readout_state: Float[Array, '*b N w'] | None = None,
   ) -> dict[str, jax.Array]:
     """Tracks the query points through the frames of `moog_outputs`.
 
@@ -370,9 +374,9 @@ class BoxReadout(RecurrentReadout):
   def __call__(
       self,
       moog_outputs: Mapping[str, jax.Array],
-      query_boxes: jax.Array,
-      query_frame: jax.Array | int = 0,
-      readout_state: jax.Array | None = None,
+      query_boxes: Float[Array, '*b K 4'],
+      query_frame: Int[Array, '*b K'] | Int[Array, ''] | int = 0,
+      readout_state: Float[Array, '*b K w'] | None = None,
   ) -> dict[str, jax.Array]:
     """Tracks the query boxes through the frames of `moog_outputs`.
 
@@ -392,8 +396,9 @@ class BoxReadout(RecurrentReadout):
 
 
 def visible_from_logits(
-    visibility_logit: jax.Array, certainty_logit: jax.Array, threshold: float = 0.5
-) -> jax.Array:
+    visibility_logit: Float[Array, '*s'], certainty_logit: Float[Array, '*s'],
+    threshold: float = 0.5
+) -> Bool[Array, '*s']:
   """MooG heads: visible iff σ(visibility) · σ(certainty) > threshold."""
   return jax.nn.sigmoid(visibility_logit) * jax.nn.sigmoid(certainty_logit) > threshold
 
@@ -403,7 +408,7 @@ def visible_from_logits(
 # ----------------------------------------------------------------------------------------
 
 
-def cell_centres(size: int) -> jax.Array:
+def cell_centres(size: int) -> Float[Array, ' size']:
   """[size] normalised centres (j + 0.5) / size of a map's cells along one axis."""
   return (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
 
@@ -417,7 +422,8 @@ def _hat_weights(coord: jax.Array, size: int) -> jax.Array:
   return jnp.maximum(0.0, 1.0 - jnp.abs(index[..., None] - jnp.arange(size)))
 
 
-def sample_maps(maps: jax.Array, xy: jax.Array) -> jax.Array:
+def sample_maps(maps: Float[Array, '*b T h w C'], xy: Float[Array, '*b N T 2']
+                ) -> Float[Array, '*b N T C']:
   """Bilinear samples of per-frame feature maps at per-frame positions.
 
   Args:
@@ -434,7 +440,8 @@ def sample_maps(maps: jax.Array, xy: jax.Array) -> jax.Array:
   return jnp.einsum('...nth,...ntw,...thwc->...ntc', weight_y, weight_x, maps)
 
 
-def box_coverage(boxes: jax.Array, height: int, width: int) -> jax.Array:
+def box_coverage(boxes: Float[Array, '*b K 4'], height: int, width: int
+                 ) -> Float[Array, '*b K h w']:
   """Fraction of each map cell inside each box.
 
   Args:
@@ -453,7 +460,7 @@ def box_coverage(boxes: jax.Array, height: int, width: int) -> jax.Array:
   return along_y[..., :, None] * along_x[..., None, :]
 
 
-def window_soft_argmax(logits: jax.Array, radius: int) -> jax.Array:
+def window_soft_argmax(logits: Float[Array, '*s h w'], radius: int) -> Float[Array, '*s 2']:
   """Soft-argmax inside a square window around each map's argmax (TAPIR's readout).
 
   Args:
@@ -515,11 +522,12 @@ class _CorrelationTracker(nn.Module):
   features: FeatureChoice = 'concat'
   finetune: bool = False
 
-  def initial_state(self, conditioning: jax.Array) -> jax.Array:
+  def initial_state(self, conditioning: Float[Array, '*b m k']) -> Float[Array, '*b m w']:
     """[*b, m, k] conditioning -> [*b, m, C + 2] empty state (set on the query frame)."""
     return jnp.zeros(conditioning.shape[:-1] + (self.map_channels + 2,), jnp.float32)
 
-  def feature_maps(self, moog_outputs: Mapping[str, jax.Array]) -> jax.Array:
+  def feature_maps(self, moog_outputs: Mapping[str, jax.Array]
+                   ) -> Float[Array, '*b T s s C']:
     """MooG states [*b, T, n, d] -> [*b, T, map_size, map_size, C] unit-norm features."""
     features = _frozen_features(moog_outputs, self.features, self.finetune)
     maps = modules.PixelDecoder(
@@ -589,9 +597,9 @@ class CorrelationPointReadout(_CorrelationTracker):
   def __call__(
       self,
       moog_outputs: Mapping[str, jax.Array],
-      query_xy: jax.Array,
-      query_frame: jax.Array,
-      readout_state: jax.Array | None = None,
+      query_xy: Float[Array, '*b N 2'],
+      query_frame: Int[Array, '*b N'],
+      readout_state: Float[Array, '*b N w'] | None = None,
       with_logits: bool = False,
   ) -> dict[str, jax.Array]:
     """Tracks the query points through the frames of `moog_outputs`.
@@ -644,9 +652,9 @@ class CorrelationBoxReadout(_CorrelationTracker):
   def __call__(
       self,
       moog_outputs: Mapping[str, jax.Array],
-      query_boxes: jax.Array,
-      query_frame: jax.Array | int = 0,
-      readout_state: jax.Array | None = None,
+      query_boxes: Float[Array, '*b K 4'],
+      query_frame: Int[Array, '*b K'] | Int[Array, ''] | int = 0,
+      readout_state: Float[Array, '*b K w'] | None = None,
   ) -> dict[str, jax.Array]:
     """Tracks the query boxes through the frames of `moog_outputs`.
 
@@ -712,7 +720,10 @@ class DenseReadout(nn.Module):
   pixels_per_chunk: int = 0
 
   @nn.compact
-  def __call__(self, moog_outputs: Mapping[str, jax.Array], coords: jax.Array) -> jax.Array:
+  def __call__(
+      self, moog_outputs: Mapping[str, jax.Array],
+      coords: Float[Array, 'h w 2'] | Float[Array, '*b T h w 2'],
+  ) -> Float[Array, '*b T h w c']:
     """Decodes every frame at the given pixel coordinates.
 
     Args:
@@ -761,7 +772,7 @@ def _decode_in_chunks(decoder: nn.Module, features: jax.Array, coords: jax.Array
   return einops.rearrange(values, '... (h w) ch -> ... h w ch', h=height, w=width)
 
 
-def log_depth_to_depth(log_depth: jax.Array) -> jax.Array:
+def log_depth_to_depth(log_depth: Float[Array, '*s']) -> Float[Array, '*s']:
   """Inverts the depth training target: the DenseReadout predicts log(metric depth)."""
   return jnp.exp(log_depth)
 
@@ -772,8 +783,8 @@ def log_depth_to_depth(log_depth: jax.Array) -> jax.Array:
 
 
 def normalise_query_points(
-    query_points: jax.Array, image_size: tuple[int, int]
-) -> tuple[jax.Array, jax.Array]:
+    query_points: Float[Array, '*b N 3'], image_size: tuple[int, int]
+) -> tuple[Float[Array, '*b N 2'], Int[Array, '*b N']]:
   """Batch-contract queries (t, y, x) pixels -> (normalised (x, y), query frame).
 
   Args:
@@ -788,7 +799,8 @@ def normalise_query_points(
   return query_xy, jnp.round(query_points[..., 0]).astype(jnp.int32)
 
 
-def positions_to_pixels(position: jax.Array, image_size: tuple[int, int]) -> jax.Array:
+def positions_to_pixels(position: Float[Array, '*s 2'], image_size: tuple[int, int]
+                        ) -> Float[Array, '*s 2']:
   """Normalised (x, y) -> (x, y) raster pixels of an image_size (height, width) frame."""
   height, width = image_size
   return position * jnp.asarray([width, height], position.dtype)
@@ -823,7 +835,8 @@ def _supervised_track_frames(occluded, query_frame, tracks_valid, mask) -> jax.A
   return (jnp.arange(occluded.shape[-1]) >= query_frame[..., None]) & track_ok[..., None]
 
 
-def huber_distance_loss(pred: jax.Array, target: jax.Array, delta: float) -> jax.Array:
+def huber_distance_loss(pred: Float[Array, '*s 2'], target: Float[Array, '*s 2'], delta: float
+                        ) -> Float[Array, '*s']:
   """TAPIR Huber loss on the Euclidean distance of [..., 2] points, shape [...]."""
   sq_dist = jnp.sum(jnp.square(pred - target), axis=-1)
   # The epsilon keeps the gradient of sqrt finite at zero distance.
@@ -833,13 +846,13 @@ def huber_distance_loss(pred: jax.Array, target: jax.Array, delta: float) -> jax
 
 def point_tracking_loss(
     outputs: Mapping[str, jax.Array],
-    target_points: jax.Array,
-    occluded: jax.Array,
-    query_frame: jax.Array,
+    target_points: Float[Array, '*b N T 2'],
+    occluded: Shaped[Array, '*b N T'],
+    query_frame: Int[Array, '*b N'],
     *,
     image_size: tuple[int, int],
-    tracks_valid: jax.Array | None = None,
-    mask: jax.Array | None = None,
+    tracks_valid: Shaped[Array, '*b N'] | None = None,
+    mask: Shaped[Array, '*b'] | None = None,
     huber_delta: float = 4.0,
     certainty_threshold: float = 6.0,
     position_weight: float = 0.05,
@@ -899,15 +912,15 @@ def point_tracking_loss(
 
 
 def correlation_loss(
-    correlation_logits: jax.Array,
-    target_points: jax.Array,
-    occluded: jax.Array,
-    query_frame: jax.Array,
+    correlation_logits: Float[Array, '*b N T h w'],
+    target_points: Float[Array, '*b N T 2'],
+    occluded: Shaped[Array, '*b N T'],
+    query_frame: Int[Array, '*b N'],
     *,
     image_size: tuple[int, int],
-    tracks_valid: jax.Array | None = None,
-    mask: jax.Array | None = None,
-) -> jax.Array:
+    tracks_valid: Shaped[Array, '*b N'] | None = None,
+    mask: Shaped[Array, '*b'] | None = None,
+) -> Float[Array, '']:
   """Cross-entropy of the matching scores against the true position (TAP-Net's cost volume).
 
   The target distribution puts the bilinear weights of the ground-truth position on
@@ -940,13 +953,13 @@ def correlation_loss(
 
 
 def depth_loss(
-    pred_log_depth: jax.Array,
-    gt_depth: jax.Array,
+    pred_log_depth: Float[Array, 'B *s'],
+    gt_depth: Float[Array, 'B *s'],
     *,
-    valid: jax.Array | None = None,
-    mask: jax.Array | None = None,
+    valid: Shaped[Array, '...'] | None = None,  # Broadcastable to gt_depth.
+    mask: Shaped[Array, 'B'] | None = None,
     min_depth: float = 1e-3,
-) -> jax.Array:
+) -> Float[Array, '']:
   """MSE between predicted log depth and log(metric depth) over valid pixels.
 
   Args:
@@ -971,11 +984,11 @@ def depth_loss(
 
 
 def box_tracking_loss(
-    pred_boxes: jax.Array,
-    gt_boxes: jax.Array,
-    boxes_valid: jax.Array,
+    pred_boxes: Float[Array, 'B T K 4'],
+    gt_boxes: Float[Array, 'B T K 4'],
+    boxes_valid: Shaped[Array, 'B T K'],
     *,
-    mask: jax.Array | None = None,
+    mask: Shaped[Array, 'B'] | None = None,
     query_frame: int = 0,
     iou_weight: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -92,7 +92,7 @@ def test_moog_outputs_mapping_selects_the_configured_state(points):
 
 def _analytic_param_count(kind, *, num_frames, num_tiles, width, mlp_ratio, query_dim,
                           query_hidden, num_fourier_bases, feature_dim, **unused):
-  """Parameter count from the layer sizes of moog.md §10, written out by hand."""
+  """Parameter count from the layer sizes of docs/moog_reference.md §10, written out by hand."""
   del unused  # num_heads does not change the count.
   query_in = (2 if kind == 'points' else 4) * 2 * num_fourier_bases  # Fourier, replace.
   outputs = (num_frames // num_tiles) * 4
@@ -132,7 +132,7 @@ def test_release_size_parameter_count(config_fn, expected):
   config = config_fn()
   _, params = _release_params(config)
   analytic = _analytic_param_count(feature_dim=512, **config)
-  assert analytic == expected  # moog.md §11: a head alone is ≈ 11.3–11.4 M.
+  assert analytic == expected  # docs/moog_reference.md §11: a head alone is ≈ 11.3–11.4 M.
   assert _param_count(params) == analytic
 
 

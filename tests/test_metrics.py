@@ -12,7 +12,7 @@ THRESHOLDS = (1, 2, 4, 8, 16)
 
 
 def _golden_batch():
-  """evaluation.md §1.7: 1 video, T = 4, two points, GT at (10, 10) on every frame."""
+  """docs/evaluation_reference.md §1.7: 1 video, T = 4, two points, GT (10, 10) on every frame."""
   query_points = np.array([[[0.0, 10.0, 10.0], [1.0, 10.0, 10.0]]], np.float32)
   target_points = np.full((1, 2, 4, 2), 10.0, np.float32)
   occluded = np.zeros((1, 2, 4), bool)

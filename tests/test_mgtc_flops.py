@@ -1,4 +1,4 @@
-"""Tests for mgtc.flops: the mgtc.md section 6 GFLOPs table and XLA's count."""
+"""Tests for mgtc.flops: the docs/mgtc_reference.md §6 GFLOPs table and XLA's count."""
 import pytest
 
 from mgtc import flops

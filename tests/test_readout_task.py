@@ -286,7 +286,7 @@ def test_paper_readout_config_has_full_size_heads_on_the_paper_backbone():
   config, params = _paper_readout_params('synthetic')
   backbone = sum(params[part] for part in readout_task.BACKBONE_PARTS)
   assert backbone == 34_726_787
-  # moog.md §11: a point head alone computes to about 11.3-11.4 M parameters.
+  # docs/moog_reference.md §11: a point head alone computes to about 11.3-11.4 M parameters.
   assert 11.3e6 < params['point_readout'] < 11.4e6
   assert params['depth_readout'] > 10e6 and params['box_readout'] > 10e6
   assert config.readout.tasks == readout_task.HEADS

@@ -8,7 +8,7 @@ padded last eval batch (`_mask=False` examples) and any split of the data into b
 the numbers of one pass over the unpadded split (counts exactly, sums up to float32
 summation order).
 
-Averaging units (evaluation.md §1–§4):
+Averaging units (docs/evaluation_reference.md §1–§4):
 
 * TAP-Vid: the video. Each metric is a ratio of sums over one video's tracks x frames, then
   a plain mean over videos (tapnet, kauldron).
@@ -90,8 +90,8 @@ def finalize(accumulated: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict[str
 
 def convert_grid_coordinates(
     coords: jax.Array,
-    input_size_xy: Sequence[float],
-    output_size_xy: Sequence[float],
+    input_size_xy: Sequence[int | float],
+    output_size_xy: Sequence[int | float],
 ) -> jax.Array:
   """Rescales (x, y) raster coordinates between grids (tapnet `convert_grid_coordinates`).
 
@@ -111,7 +111,7 @@ def convert_grid_coordinates(
 
 
 def _tapvid_eval_frames(query_frame: jax.Array, num_frames: int, query_mode: str) -> jax.Array:
-  """Which frames are scored for each track, [..., T] bool (evaluation.md §1.2)."""
+  """Which frames are scored for each track, [..., T] bool (docs/evaluation_reference.md §1.2)."""
   frames = jnp.arange(num_frames)
   query_frame = query_frame[..., None]
   if query_mode == 'strided':
@@ -150,7 +150,7 @@ def tapvid_metrics(
     query_mode: str,
     tracks_valid: jax.Array | None = None,
     mask: jax.Array | None = None,
-    thresholds: Sequence[float] = TAPVID_THRESHOLDS,
+    thresholds: Sequence[int | float] = TAPVID_THRESHOLDS,
     eval_resolution: tuple[int, int] = TAPVID_RESOLUTION,
 ) -> MetricSums:
   """TAP-Vid metrics per video, as (sum over videos, number of videos) pairs.

@@ -1,14 +1,14 @@
 """Optimizer and learning-rate schedule built from `config.optimizer`.
 
-The default is the official MooG recipe (moog.md §8): global-norm clipping, then AdamW with
-weight decay on every parameter (no mask), lr warmed up linearly from 0 and decayed with a
+The default is the official MooG recipe (docs/moog_reference.md §8): global-norm clipping, then
+AdamW with weight decay on every parameter (no mask), lr warmed up linearly from 0 and decayed with a
 cosine to `end_lr` at the last step. `decay_steps` counts the warmup, as in
 `optax.warmup_cosine_decay_schedule`.
 
 Which parameters AdamW decays (`weight_decay_mask`):
   * 'all' (default): every parameter, biases and norm parameters included. The official
-    MooG optimizer (moog.md §8); also what every run written before this field existed
-    did (registered with `checkpoint.register_added_config_fields`).
+    MooG optimizer (docs/moog_reference.md §8); also what every run written before this field
+    existed did (registered with `checkpoint.register_added_config_fields`).
   * 'matrices': VideoMAE / BEiT / timm's rule (`optim_factory.get_parameter_groups`): no
     decay for parameters with fewer than 2 dimensions (biases, LayerNorm scales and
     biases, q / v biases), for leaves named 'bias', and for the learned position

@@ -1,8 +1,8 @@
 """Point tracks for Kubric MOVi, lifted to 3-D and projected as TAP-Vid-Kubric does.
 
 MOVi's records hold no point tracks. TAP-Vid-Kubric derives them (kubric
-`challenges/point_tracking/dataset.py`, summarised in `evaluation.md` §5.4) from layers every
-MOVi record holds; this module does the same in numpy, with Kubric's conventions:
+`challenges/point_tracking/dataset.py`, summarised in `docs/evaluation_reference.md` §5.4) from
+layers every MOVi record holds; this module does the same in numpy, with Kubric's conventions:
 
   * Camera: Blender's, looking down its -z axis with +y up. Its world matrix comes from the
     per-frame position and w-first quaternion. The normalised focal length is
@@ -28,7 +28,7 @@ MOVi record holds; this module does the same in numpy, with Kubric's conventions
     (`pipeline._window_tracks`), after the crop.
 
 Decisions where this differs from TAP-Vid-Kubric, because MooG's readouts keep only queries on
-the clip's first frame (moog.md §10, `query_mode='first'`):
+the clip's first frame (docs/moog_reference.md §10, `query_mode='first'`):
   * Queries are sampled on the first frame of the clip only, from every pixel inside the
     crop window. Kubric samples a (t, y, x) grid of stride 4 over the whole video, a stride
     chosen for speed; on one frame the grid would leave too few candidates at small sizes
@@ -38,7 +38,8 @@ the clip's first frame (moog.md §10, `query_mode='first'`):
     so objects are favoured over the background. Within a segment the pixels are drawn
     without replacement (Kubric's multinomial draw can repeat a track).
   * Fewer than the budget are returned when the grid cannot supply it; the pipeline pads and
-    masks them (`tracks_valid`), as `evaluation.md` §5.4 advises, instead of failing.
+    masks them (`tracks_valid`), as `docs/evaluation_reference.md` §5.4 advises, instead of
+    failing.
 """
 import dataclasses
 import itertools
