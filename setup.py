@@ -8,6 +8,8 @@ import setuptools
 INSTALL_REQUIRES = [
     "absl-py==2.5.1",
     "array_record==0.8.6",
+    # Decodes video files (videolib/data/video_folder.py); the wheels bundle FFmpeg.
+    "av==18.1.1",
     "chex==0.1.92",
     "einops==0.8.2",
     "flax==0.12.8",
@@ -37,6 +39,8 @@ INSTALL_REQUIRES = [
 ]
 
 TEST_REQUIRES = [
+    # tests/test_shape_annotations.py checks the jaxtyping annotations with beartype.
+    "beartype==0.23.1",
     "hypothesis==6.170.15",
     # tests/test_notebook.py executes colabs/*.ipynb in a fresh kernel.
     "ipykernel==7.4.0",

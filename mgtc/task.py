@@ -11,12 +11,14 @@
     start from a pretraining run's backbone.
 
 Evaluation (classification) reports, over the eval split (padding excluded by `_mask`):
-  * `top_1`, `top_5`: multi-view accuracy. The clip of `config.model.num_frames` frames is
-    cut `config.eval_clips` times, evenly spaced, from the loaded window of
-    `config.data.num_frames`; each view gets its own token selection (views are stacked
-    into the batch, and every rule selects per row); softmax scores are averaged over
-    views before the argmax (docs/evaluation_reference.md §4). Spatial crops are not taken: the
-    eval frame is resized whole to `config.model.image_size`.
+  * `top_1`, `top_5`: multi-view accuracy. Video folders ('videos/...') give VideoMAE's
+    protocol: `config.data.eval_views` = (clips, crops) views per video, clips evenly
+    spaced over the whole video, short-side squares along the long side (the pipeline
+    cuts them). Other datasets: the clip of `config.model.num_frames` frames is cut
+    `config.eval_clips` times, evenly spaced, from the loaded window of
+    `config.data.num_frames`, and the frame is resized whole. Each view gets its own token
+    selection (views are stacked into the batch, and every rule selects per row); softmax
+    scores are averaged over views before the argmax (docs/evaluation_reference.md §4).
   * `loss`: cross-entropy of the view-averaged probabilities (no smoothing);
   * `gflops_per_view` / `gflops_per_video`: the analytic count (`flops.py` convention,
     fvcore GMACs) of the eval forward at the number of tokens the rule keeps at test time,
@@ -26,9 +28,11 @@ Evaluation (classification) reports, over the eval split (padding excluded by `_
 Training takes a random window of `config.model.num_frames` frames (one start per clip)
 when the loaded window is longer.
 
-Data: 'synthetic_movi/...' (8 motion classes) or 'ucf101/ucf101_<n>' (101 classes; read by
-`videolib/data/ucf101.py`, which raises FileNotFoundError with the preparation commands
-when the dataset is absent, before anything is compiled). Fine-tuning supports
+Data: 'synthetic_movi/...' (8 motion classes), 'ucf101/ucf101_<n>' (TFDS UCF101, 101
+classes; `videolib/data/ucf101.py` raises FileNotFoundError with the preparation commands
+when the dataset is absent, before anything is compiled) or a folder of video files with
+the official split lists ('videos/ucf101_<n>', 'videos/hmdb51_<n>', 'videos/kinetics400';
+`videolib/data/video_folder.py`). Fine-tuning supports
 `config.optimizer.layer_decay` through `ClassificationTask.layer_ids` (VideoMAE's layer
 ids: patch embedding 0, block i -> i + 1, fc_norm and head depth + 1).
 
@@ -55,14 +59,11 @@ from mgtc import vit
 from videolib import metrics
 from videolib import optim
 from videolib import task as task_lib
-from videolib.data import scenes
-from videolib.data import ucf101
+from videolib.data import pipeline
 
 STAGES = ("pretrain", "finetune")
 # Methods scored on raw pixels: their scoring cost is part of the compute per view.
 _PIXEL_SCORED_METHODS = ("mgtc", "mgtc_threshold")
-# Dataset name prefix of the synthetic motion-class data (8 classes).
-_SYNTHETIC_PREFIX = "synthetic_movi/"
 
 
 def make_task(config: ml_collections.ConfigDict) -> "PretrainTask | ClassificationTask":
@@ -338,15 +339,6 @@ class PretrainTask(_VideoMAETask):
 # ----------------------------------------------------------------------------------------
 
 
-def _num_classes(data_config: ml_collections.ConfigDict) -> int | None:
-  """Classes of the dataset, where known from its name."""
-  if data_config.name.startswith(_SYNTHETIC_PREFIX):
-    return len(scenes.CLASS_NAMES)
-  if ucf101.is_ucf101(data_config.name):
-    return ucf101.NUM_CLASSES
-  return None
-
-
 class ClassificationTask(_VideoMAETask):
   """Kept-token ViT classifier; `config.selection` picks the tokens (MGTC or baseline)."""
 
@@ -367,7 +359,7 @@ class ClassificationTask(_VideoMAETask):
     if "label" not in config.data.features:
       raise ValueError(
           f"config.data.features={tuple(config.data.features)} must include 'label'.")
-    expected = _num_classes(config.data)
+    expected = pipeline.num_classes(config.data)
     if expected is not None and config.model.num_classes != expected:
       raise ValueError(
           f"config.model.num_classes={config.model.num_classes}, but {config.data.name} "
@@ -377,11 +369,19 @@ class ClassificationTask(_VideoMAETask):
       raise ValueError(f"config.label_smoothing={config.label_smoothing} is outside [0, 1).")
     if config.eval_clips < 1:
       raise ValueError(f"config.eval_clips={config.eval_clips} must be >= 1.")
+    if tuple(config.data.eval_views) != (1, 1) and (
+        config.eval_clips != 1 or config.data.num_frames != config.model.num_frames):
+      raise ValueError(
+          f"config.data.eval_views={tuple(config.data.eval_views)}: the pipeline cuts the "
+          "views, so config.eval_clips must be 1 and config.data.num_frames must equal "
+          f"config.model.num_frames (got {config.eval_clips}, {config.data.num_frames}, "
+          f"{config.model.num_frames}).")
     _validate_selection(config, grid)
     logging.info(
         "MGTC eval compute: %.4f GFLOPs per view x %d views (selection %s at %.2f, "
         "apply_at=%s; %d of %d tokens kept at test time).",
-        self.gflops_per_view, config.eval_clips, config.selection.method,
+        self.gflops_per_view, config.eval_clips * int(np.prod(config.data.eval_views)),
+        config.selection.method,
         config.selection.drop_ratio, config.selection.apply_at,
         _kept_token_count(config, train=False), grid.num_tokens)
 
@@ -426,8 +426,11 @@ class ClassificationTask(_VideoMAETask):
 
   def eval_fn(self, params, batch, rng):
     del rng  # The random rules use config.selection.test_seed at test time.
-    views = temporal_views(batch["video"], self.config.model.num_frames,
-                           self.config.eval_clips)
+    if "video_views" in batch:  # Cut by the pipeline (`config.data.eval_views`).
+      views = batch["video_views"]
+    else:
+      views = temporal_views(batch["video"], self.config.model.num_frames,
+                             self.config.eval_clips)
     num_views = views.shape[1]
     logits = self.logits(params, einops.rearrange(views, "b v ... -> (b v) ..."),
                          train=False)

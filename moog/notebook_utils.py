@@ -221,7 +221,7 @@ def validation_batch(config: ml_collections.ConfigDict, num_videos: int,
     The eval pipeline's batch (`video`, `depth`, `boxes`, tracks, `_mask`), [num_videos,
     ...] numpy arrays.
   """
-  data_config = ml_collections.ConfigDict(config.data.to_dict())
+  data_config = pipeline.completed_config(config.data)
   data_config.num_eval_examples = num_videos
   if num_frames is not None:
     data_config.num_frames = num_frames

@@ -182,7 +182,7 @@ def visualize_run(
         f'--workdir={workdir!r} has no {checkpoint.CHECKPOINT_SUBDIR}/: pass the workdir of '
         'a training run.')
   config, params, source = restore_run(workdir, config)
-  data_config = ml_collections.ConfigDict(config.data.to_dict())
+  data_config = pipeline.completed_config(config.data)
   data_config.features = ('video', 'segmentations')
   data_config.num_eval_examples = num_videos
   batch = next(pipeline.make_eval_iterator(

@@ -21,6 +21,9 @@ Datasets (`data_config.name`):
   * 'ucf101/ucf101_1' (also `_2`, `_3`, `_1_256`; `ucf101.py`): TFDS UCF101 prepared
     by the user as ArrayRecord under `data_dir`; variable-length videos, features
     'video' and 'label' only, short-side square crops (see `ucf101.py`).
+  * 'videos/ucf101_<k>', 'videos/hmdb51_<k>', 'videos/kinetics400' (`video_folder.py`):
+    video files and the official split lists below `data_dir`, decoded with PyAV;
+    'video' and 'label'; in evaluation `eval_views` (clips, crops) per video.
 With `data_config.records` set, any of them is read from an exported records file
 instead (`records.py`: video only, no TensorFlow needed).
 
@@ -46,6 +49,7 @@ from videolib.data import records
 from videolib.data import scenes
 from videolib.data import synthetic
 from videolib.data import ucf101
+from videolib.data import video_folder
 
 FEATURES = ("video", "depth", "segmentations", "boxes", "tracks", "label")
 _SYNTHETIC_PREFIX = "synthetic_movi/"
@@ -72,9 +76,15 @@ def default_data_config() -> ml_collections.ConfigDict:
       num_frames=8,  # Window length T.
       frame_stride=1,  # Take every k-th stored frame.
       resolution=32,  # Output H = W (or an (H, W) tuple); <= stored size.
-      # Training only: distorted crop, area 0.3-1, aspect 0.5-2 (UCF101: a randomly
-      # placed short-side square instead of the centred one).
+      # Training only: distorted crop, area 0.3-1, aspect 0.5-2 (TFDS UCF101: a randomly
+      # placed short-side square instead of the centred one; video folders: area 0.08-1,
+      # aspect 3/4-4/3, as VideoMAE fine-tunes).
       random_crop=True,
+      random_flip=False,  # Training only, video folders: mirror half the clips.
+      # Evaluation, video folders: (clips, crops) views per video, VideoMAE's protocol
+      # (clips evenly spaced over the video x short-side squares along the long side);
+      # batches then also hold 'video_views' [B, clips * crops, T, H, W, 3].
+      eval_views=(1, 1),
       features=("video",),  # Subset of FEATURES.
       num_tracks=64,  # N: point tracks per example (padded, see tracks_valid).
       max_instances=10,  # K: box tracks per example (MOVi-E has up to 23).
@@ -85,13 +95,24 @@ def default_data_config() -> ml_collections.ConfigDict:
   ))
 
 
+def completed_config(data_config) -> ml_collections.ConfigDict:
+  """A copy of `data_config` holding every field of `default_data_config`.
+
+  For data configs saved by runs from before a field existed: the default is the value
+  that reproduces how those runs read their data.
+  """
+  completed = default_data_config()
+  completed.update(data_config.to_dict())
+  return completed
+
+
 @dataclasses.dataclass(frozen=True)
 class _Stored:
   """What the stored dataset holds (None: varies per video)."""
   num_frames: int | None
   height: int | None
   width: int | None
-  kind: str  # 'synthetic' | 'movi' | 'ucf101'.
+  kind: str  # 'synthetic' | 'movi' | 'ucf101' | 'video_folder'.
 
   @property
   def is_movi(self) -> bool:
@@ -116,10 +137,26 @@ def _stored_info(data_config) -> _Stored:
   if ucf101.is_ucf101(name):
     height, width = ucf101.frame_size(name) or (None, None)
     return _Stored(None, height, width, kind="ucf101")
+  if video_folder.is_video_folder(name):
+    video_folder.parse_name(name)
+    return _Stored(None, None, None, kind="video_folder")
   raise ValueError(
       f"Unknown dataset {name!r}: expected 'synthetic_movi/<config>' (e.g. "
       f"'synthetic_movi/32x32_24f'), one of {movi.MOVI_VARIANTS} with a "
-      f"resolution (e.g. 'movi_e/128x128') or 'ucf101/ucf101_1'.")
+      f"resolution (e.g. 'movi_e/128x128'), 'ucf101/ucf101_1' or a video folder "
+      f"('videos/ucf101_1', 'videos/hmdb51_1', 'videos/kinetics400').")
+
+
+def num_classes(data_config) -> int | None:
+  """Classes of the configured dataset's 'label' (None: it has no labels)."""
+  stored = _stored_info(data_config)
+  if stored.kind == "synthetic":
+    return len(scenes.CLASS_NAMES)
+  if stored.kind == "ucf101":
+    return ucf101.NUM_CLASSES
+  if stored.kind == "video_folder":
+    return video_folder.num_classes(data_config.name)
+  return None
 
 
 def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
@@ -150,13 +187,21 @@ def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
   if stored.is_movi and "label" in data_config.features:
     raise ValueError(f"{data_config.name} has no motion class label; 'label' exists "
                      "only for synthetic_movi.")
-  if stored.kind == "ucf101":
+  clips, crops = data_config.eval_views
+  if stored.kind != "video_folder" and ((clips, crops) != (1, 1) or data_config.random_flip):
+    raise ValueError(f"config.data.eval_views={tuple(data_config.eval_views)} and random_flip="
+                     f"{data_config.random_flip}: only video folders ('videos/...') support "
+                     "views and flips; keep (1, 1) and False.")
+  if clips < 1 or crops < 1:
+    raise ValueError(f"config.data.eval_views={tuple(data_config.eval_views)} must be "
+                     "positive (clips, crops).")
+  if stored.kind in ("ucf101", "video_folder"):
     if not set(data_config.features) <= {"video", "label"}:
       raise ValueError(f"config.data.features={tuple(data_config.features)}: "
                        f"{data_config.name} has only 'video' and 'label'.")
     if height != width:
-      raise ValueError(f"config.data.resolution={data_config.resolution}: UCF101 clips "
-                       "are square crops; give one size.")
+      raise ValueError(f"config.data.resolution={data_config.resolution}: "
+                       f"{data_config.name} clips are square crops; give one size.")
   return stored
 
 
@@ -480,6 +525,8 @@ def preprocess(record: dict, data_config, stored: _Stored,
   """
   if stored.kind == "ucf101":
     return _preprocess_ucf101(record, data_config, stored, rng)
+  if stored.kind == "video_folder":
+    return _preprocess_video_file(record, data_config, rng)
   features = data_config.features
   span = (data_config.num_frames - 1) * data_config.frame_stride + 1
   start = 0 if rng is None else int(rng.integers(stored.num_frames - span + 1))
@@ -647,11 +694,19 @@ def hide_accelerators_from_tensorflow() -> None:
   tf.config.set_visible_devices([], "GPU")
 
 
-def _open_source(data_config, split: str) -> tuple[grain.sources.RandomAccessDataSource,
-                                                  _Stored]:
+def _open_source(data_config, split: str, *, training: bool
+                 ) -> tuple[grain.sources.RandomAccessDataSource, _Stored]:
   """Validates the config, opens the split and checks its first record."""
   stored = validate_config(data_config)
-  if data_config.records:
+  if stored.kind == "video_folder":
+    if data_config.records or not data_config.data_dir:
+      raise ValueError(f"{data_config.name} is read from video files: set "
+                       "config.data.data_dir to their folder (config.data.records is for "
+                       "TFDS datasets).")
+    where = f"{data_config.name} under {data_config.data_dir}"
+    source = video_folder.Source(data_config.name, data_config.data_dir, split,
+                                 training=training)
+  elif data_config.records:
     records.check_video_only(data_config)
     where = f"config.data.records={data_config.records!r}"
     source = records.read(data_config.records, data_config.name, split)
@@ -672,7 +727,7 @@ def export_records(data_config, path: str) -> None:
   records.check_video_only(data_config)
   splits = {}
   for role, split in zip(records.ROLES, (data_config.train_split, data_config.eval_split)):
-    source, _ = _open_source(data_config, split)
+    source, _ = _open_source(data_config, split, training=False)
     splits[role] = (split, [source[i]["video"] for i in range(len(source))])
   records.write(path, data_config.name, splits)
 
@@ -700,7 +755,7 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int,
   """
   process_index, process_count, local_batch = _hosts(
       process_index, process_count, global_batch_size)
-  source, stored = _open_source(data_config, data_config.train_split)
+  source, stored = _open_source(data_config, data_config.train_split, training=True)
   usable = len(source) - len(source) % process_count
   if usable < local_batch:
     raise ValueError(f"{data_config.train_split} of {data_config.name} has "
@@ -762,7 +817,7 @@ def make_eval_iterator(data_config, *, global_batch_size: int,
   """
   process_index, process_count, local_batch = _hosts(
       process_index, process_count, global_batch_size)
-  source, stored = _open_source(data_config, data_config.eval_split)
+  source, stored = _open_source(data_config, data_config.eval_split, training=False)
   num_examples = len(source)
   if data_config.num_eval_examples >= 0:
     num_examples = min(num_examples, data_config.num_eval_examples)
@@ -772,3 +827,43 @@ def make_eval_iterator(data_config, *, global_batch_size: int,
   dataset = grain.MapDataset.source(padded)[process_index::process_count]
   dataset = dataset.batch(local_batch, drop_remainder=True)
   return _to_iterator(dataset, data_config, num_batches)
+
+
+def _preprocess_video_file(record: dict, data_config,
+                           rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+  """A video file -> clip and label (`video_folder.py`).
+
+  Training: a random window (`ucf101.clip_frame_indices`: the last frame repeats past
+  the end of short videos), an Inception-style random crop with `random_crop` (else the
+  centred short-side square), mirrored half the time with `random_flip`. Evaluation:
+  `eval_views` = (clips, crops) views, clips evenly spaced over the video and short-side
+  squares spread along the long side; 'video' is the centre view.
+  """
+  num_frames, stride = data_config.num_frames, data_config.frame_stride
+  out_hw = _resolution(data_config)
+  count = record["num_video_frames"]
+  if rng is not None:
+    frames = ucf101.clip_frame_indices(count, num_frames, stride, rng)
+    video = video_folder.decode_frames(record["path"], frames, strict=False)
+    height, width = video.shape[1:3]
+    crop = (video_folder.random_resized_crop(rng, height, width) if data_config.random_crop
+            else video_folder.spatial_crops(height, width, 1)[0])
+    clip = _resize_video(video, crop, out_hw)
+    if data_config.random_flip and rng.random() < 0.5:
+      clip = clip[:, :, ::-1]
+    example = {"_mask": np.array(True), "video": np.ascontiguousarray(clip)}
+  else:
+    num_clips, num_crops = data_config.eval_views
+    span = (num_frames - 1) * stride + 1
+    starts = video_folder.clip_starts(count, span, num_clips)
+    frames = np.minimum(starts[:, None] + stride * np.arange(num_frames), count - 1)
+    video = video_folder.decode_frames(record["path"], frames.reshape(-1), strict=True)
+    video = video.reshape(frames.shape + video.shape[1:])
+    crops = video_folder.spatial_crops(video.shape[2], video.shape[3], num_crops)
+    views = np.stack([_resize_video(clip, crop, out_hw) for clip in video for crop in crops])
+    example = {"_mask": np.array(True), "video": views[len(views) // 2]}
+    if num_clips * num_crops > 1:
+      example["video_views"] = views
+  if "label" in data_config.features:
+    example["label"] = np.array(record["label"], np.int32)
+  return example
