@@ -10,14 +10,18 @@ measurement of the trained model: eval forward passes (token selection included)
 batches of `--throughput_batch` clips, timed after compilation, in clips/s.
 
 A row whose workdir already holds its final eval is not retrained (delete the workdir to
-rerun it). `--rows=a8,b25` runs a subset. The table goes to stdout and, as JSON, to
-`<root>/results.json`.
+rerun it). `--rows=a8,b25` runs a subset. `--seeds=0,1,2` trains every row once per seed
+(`config.seed`: initialisation, data order, crops and random rules; workdirs
+`<root>/seed<k>/<row>`) and reports top-1 as mean ± std over the seeds (sample std, n - 1);
+`--throughput_seconds=0` skips the clips/s timing (e.g. while other jobs share the cores).
+The table goes to stdout and, as JSON, to `<root>/results.json`.
 """
 import json
 import os
 import time
 
 import jax
+import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
@@ -44,6 +48,8 @@ ROWS = (
 _ROOT = flags.DEFINE_string("root", "/tmp/mgtc_exp/runs", "One workdir per row below.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (None = TFDS default).")
 _ROWS = flags.DEFINE_list("rows", [], "Row ids to run; empty = all.")
+_SEEDS = flags.DEFINE_list("seeds", [], "config.seed values, one run per row each; empty = "
+                           "the config's seed, workdirs directly under --root.")
 _STEPS = flags.DEFINE_integer("steps", 1800, "Fine-tuning steps per row (the config default).")
 _PRETRAIN_STEPS = flags.DEFINE_integer(
     "pretrain_steps", 0, "VideoMAE pretraining steps shared by every row; 0 = from scratch.")
@@ -51,8 +57,10 @@ _THROUGHPUT_BATCH = flags.DEFINE_integer("throughput_batch", 64, "Clips per time
 _THROUGHPUT_SECONDS = flags.DEFINE_float("throughput_seconds", 5.0, "Timing per row.")
 
 
-def _config(arg: str, *, steps: int, init_from: str = ""):
+def _config(arg: str, *, steps: int, init_from: str = "", seed: int | None = None):
   config = mgtc_tiny.get_config(arg)
+  if seed is not None:
+    config.seed = seed
   config.data.data_dir = _DATA_DIR.value
   config.num_train_steps = steps
   config.eval_every_steps = steps
@@ -61,9 +69,12 @@ def _config(arg: str, *, steps: int, init_from: str = ""):
   return config
 
 
-def _command(arg: str, workdir: str, steps: int, init_from: str) -> str:
+def _command(arg: str, workdir: str, steps: int, init_from: str, seed: int | None = None
+             ) -> str:
   command = (f"python -m mgtc.main --config=configs/mgtc_tiny.py:{arg} --workdir={workdir} "
              f"--config.num_train_steps={steps} --config.eval_every_steps={steps}")
+  if seed is not None:
+    command += f" --config.seed={seed}"
   if _DATA_DIR.value:
     command += f" --config.data.data_dir={_DATA_DIR.value}"
   if init_from:
@@ -122,28 +133,35 @@ def main(argv):
     print("pretrain:", _command("stage=pretrain", init_from, _PRETRAIN_STEPS.value, ""))
     _train(pretrain, init_from)
   selected = [row for row in ROWS if not _ROWS.value or row[0] in _ROWS.value]
+  seeds = [int(seed) for seed in _SEEDS.value] or [None]
   results = []
-  for row_id, experiment, arg in selected:
-    workdir = os.path.join(root, row_id)
-    config = _config(arg, steps=_STEPS.value, init_from=init_from)
-    start = time.perf_counter()
-    record = _train(config, workdir)
-    train_seconds = time.perf_counter() - start
-    clips_per_second = _clips_per_second(config, workdir)
-    results.append(dict(
-        row=row_id, experiment=experiment, arg=arg, top_1=record["top_1"],
-        gflops_per_view=record["gflops_per_view"], clips_per_second=clips_per_second,
-        wall_seconds=train_seconds, command=_command(arg, workdir, _STEPS.value, init_from)))
-    logging.info("Row %s: %s", row_id, results[-1])
+  for seed in seeds:
+    for row_id, experiment, arg in selected:
+      workdir = os.path.join(root, "" if seed is None else f"seed{seed}", row_id)
+      config = _config(arg, steps=_STEPS.value, init_from=init_from, seed=seed)
+      start = time.perf_counter()
+      record = _train(config, workdir)
+      train_seconds = time.perf_counter() - start
+      clips_per_second = (_clips_per_second(config, workdir)
+                          if _THROUGHPUT_SECONDS.value > 0 else float("nan"))
+      results.append(dict(
+          row=row_id, seed=config.seed, experiment=experiment, arg=arg,
+          top_1=record["top_1"], gflops_per_view=record["gflops_per_view"],
+          clips_per_second=clips_per_second, wall_seconds=train_seconds,
+          command=_command(arg, workdir, _STEPS.value, init_from, seed)))
+      logging.info("Row %s: %s", row_id, results[-1])
   with open(os.path.join(root, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
-  print("| row | exp | config arg | top-1 | GFLOPs/view | clips/s |")
-  print("|---|---|---|---|---|---|")
+  print("| row | exp | config arg | seeds | top-1 % (mean ± std) | GFLOPs/view | clips/s |")
+  print("|---|---|---|---|---|---|---|")
+  for row_id, experiment, arg in selected:
+    runs = [r for r in results if r["row"] == row_id]
+    top_1 = 100 * np.array([r["top_1"] for r in runs])
+    spread = f" ± {np.std(top_1, ddof=1):.1f}" if len(runs) > 1 else ""
+    print(f"| {row_id} | {experiment} | `{arg}` | {len(runs)} | {top_1.mean():.1f}{spread} | "
+          f"{runs[0]['gflops_per_view']:.4f} | {np.mean([r['clips_per_second'] for r in runs]):.0f} |")
   for r in results:
-    print(f"| {r['row']} | {r['experiment']} | `{r['arg']}` | {100 * r['top_1']:.1f} | "
-          f"{r['gflops_per_view']:.4f} | {r['clips_per_second']:.0f} |")
-  for r in results:
-    print(f"{r['row']}: {r['command']}")
+    print(f"{r['row']} (seed {r['seed']}): {r['command']}")
   print("load average:", os.getloadavg(), "devices:", jax.devices())
 
 
