@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import moog_readout_tiny
-from moog import readout_task
 from moog import token_tracking
 from moog import visualize
+from moog.readouts import task as readout_task
 from videolib import metrics as metrics_lib
 from videolib.data import pipeline
 

@@ -34,7 +34,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from moog import model as moog_model
-from moog import readout_task
+from moog.readouts import task as readout_task
 from videolib import metrics
 from videolib.data import pipeline
 

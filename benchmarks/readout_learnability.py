@@ -34,8 +34,8 @@ import numpy as np
 import optax
 
 from moog import modules
-from moog import readout_task
-from moog import readouts
+from moog.readouts import heads
+from moog.readouts import task as readout_task
 from videolib import metrics as metrics_lib
 from videolib import optim
 from videolib.data import pipeline
@@ -76,7 +76,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   head_config = config.readout
-  head = readouts.PointReadout(
+  head = heads.PointReadout(
       width=head_config.width, num_layers=head_config.num_layers,
       num_heads=head_config.num_heads, qkv_size=head_config.qkv_size,
       mlp_dim=head_config.mlp_dim, num_fourier_bases=head_config.num_fourier_bases,
@@ -87,7 +87,7 @@ def main(argv):
       config.data, global_batch_size=config.eval_batch_size)))
 
   def queries(batch):
-    return readouts.normalise_query_points(batch["query_points"], batch["video"].shape[2:4])
+    return heads.normalise_query_points(batch["query_points"], batch["video"].shape[2:4])
 
   def tokens(batch, query_xy):
     if _TOKENS.value == "patches":
@@ -113,7 +113,7 @@ def main(argv):
 
   def tracking_loss(outputs, batch):
     """(training loss, its position term)."""
-    total, parts = readouts.point_tracking_loss(
+    total, parts = heads.point_tracking_loss(
         outputs, batch["target_points"], batch["occluded"], queries(batch)[1],
         image_size=batch["video"].shape[2:4], tracks_valid=batch["tracks_valid"],
         mask=batch["_mask"])

@@ -11,15 +11,15 @@ Released files (upstream README of google-deepmind/representations4d; about 140 
   wget $B/moog_ego4d_backbone_ckpt_164335139.npz          # the backbone, loaded here
   wget $B/moog_ego4d_point_track_head_ckpt_164335139.npz  # point-track readout head
   wget $B/moog_ego4d_box_track_head_ckpt_164335139.npz    # box-track readout head
-The heads are `moog.attention_readouts.AttentionPointReadout` / `AttentionBoxReadout`
+The heads are `moog.readouts.attention_heads.AttentionPointReadout` / `AttentionBoxReadout`
 (sizes: `released_point_head_config()`, `released_box_head_config()`); load and run all
-three as the colab does with `moog.ego4d` (`load_released_files`, `run_released`; the
+three as the colab does with `moog.released.ego4d` (`load_released_files`, `run_released`; the
 heads read `states_corrected_prenorm`). They are not wired into `moog.main`.
 `model.decoder_self_attention` (False) gives the decoder blocks a self-attention too,
-for a file whose decoder holds such weights (`moog/npz_io.py` says so when loading).
-Rename its keys to this project's layout (`moog/npz_io.py` documents the map; a
+for a file whose decoder holds such weights (`moog/released/npz_io.py` says so when loading).
+Rename its keys to this project's layout (`moog/released/npz_io.py` documents the map; a
 `pretrained_model/` wrapper prefix is stripped automatically):
-  python -m moog.npz_io --released=moog_ego4d_backbone_ckpt_164335139.npz \
+  python -m moog.released.npz_io --released=moog_ego4d_backbone_ckpt_164335139.npz \
       --output=PATH.npz
 Run:
   python -m moog.main --config=configs/moog_ego4d.py --config.init_from=PATH.npz \

@@ -41,7 +41,7 @@ import ml_collections
 
 from configs import moog_movi
 from moog import motion_guided
-from moog import readout_task
+from moog.readouts import task as readout_task
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

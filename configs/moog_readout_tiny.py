@@ -25,14 +25,14 @@ is the tiny pretraining model (read from `moog_tiny.py`, so the two stay in step
 checkpoint trained with another `config.model`, backbone or token selection
 (`config.motion_guided`) is refused. Heads read
 `states_concat` (the official MOVi choice), scaled down like the backbone. Protocol and
-metric names: `moog/readout_task.py`; results: `docs/results.md` (the MooG vs Grid table).
+metric names: `moog/readouts/task.py`; results: `docs/results.md` (the MooG vs Grid table).
 """
 
 import ml_collections
 
 from configs import moog_tiny
 from moog import motion_guided
-from moog import readout_task
+from moog.readouts import task as readout_task
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

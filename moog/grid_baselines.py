@@ -34,7 +34,6 @@ import ml_collections
 from jaxtyping import Array, Bool, Float
 
 from moog import model as moog_model
-from moog import task as moog_task
 
 BackboneKind = Literal['moog', 'grid', 'grid_rec']
 BACKBONES = ('moog', 'grid', 'grid_rec')
@@ -118,15 +117,3 @@ def build_backbone(kind: str, model_config: ml_collections.ConfigDict) -> moog_m
 def backbone_kind(config: ml_collections.ConfigDict) -> str:
   """`config.backbone`; configs without the field are MooG runs."""
   return config.get('backbone', 'moog')
-
-
-class BackbonePretrainTask(moog_task.MooGTask):
-  """MooG's pretraining task (next-frame prediction) on any backbone of `BACKBONES`."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    self.model = self._with_motion_guidance(build_backbone(backbone_kind(config), config.model))
-
-  def validate_config(self, config: ml_collections.ConfigDict) -> None:
-    super().validate_config(config)
-    validate_backbone_config(backbone_kind(config), config.model, config.data.resolution)

@@ -13,8 +13,8 @@ See `videolib/app.py` for the flags and `videolib/train.py` for what a run write
 
 import ml_collections
 
-from moog import grid_baselines
-from moog import readout_task
+from moog import task as moog_task
+from moog.readouts import task as readout_task
 from videolib import app
 
 TASKS = ('pretrain', 'readout')
@@ -24,7 +24,7 @@ def make_task(config: ml_collections.ConfigDict):
   """The task that `config.task` names, on the backbone that `config.backbone` names."""
   kind = config.get('task', 'pretrain')
   if kind == 'pretrain':
-    return grid_baselines.BackbonePretrainTask(config)
+    return moog_task.MooGTask(config)
   if kind == 'readout':
     return readout_task.ReadoutTask(config)
   raise ValueError(f'config.task={kind!r} must be one of {TASKS}.')

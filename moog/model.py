@@ -491,7 +491,7 @@ def ego4d_model_config() -> ml_collections.ConfigDict:
   one as False, so older configs and their checkpoints are unchanged): True gives the
   decoder blocks a self-attention too (36,967,507 parameters), the layout of the colab's
   decoder class. Set it if a released file holds `decoder/transformer/layer_*/self_att`
-  weights (`moog/npz_io.py` says so when loading fails on them). False is kept because
+  weights (`moog/released/npz_io.py` says so when loading fails on them). False is kept because
   the upstream README sizes the backbone file at 35M / 140 MB, which matches the
   cross-attention-only decoder (35.19M x 4 bytes), not 37.0M / 148 MB.
   """

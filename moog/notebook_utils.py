@@ -10,14 +10,14 @@ here, tested in `tests/test_notebook_utils.py`:
 * `load_run`, `load_readout_task`, `backbone_matches`: a run's newest checkpoint on one
   device (`videolib.checkpoint.read_run_params`), whatever it was trained on.
 * `validation_batch`, `predict`: validation videos and the three readouts' per-frame
-  outputs (`moog.readout_task.ReadoutTask.run`, the evaluation's code path).
+  outputs (`moog.readouts.task.ReadoutTask.run`, the evaluation's code path).
 * `readout_metrics`, `metrics_table`: the task's own evaluation (`ReadoutTask.eval_fn`:
   TAP-Vid, depth and box metrics from `videolib.metrics` next to the trivial baselines),
   finalised and laid out as readout-vs-baseline rows.
 * `plot_point_tracks`, `plot_boxes`, `plot_depth`, `plot_readouts`: ground truth next to
   predictions on a few frames of one video (matplotlib).
 * `ego4d_clip`, `ego4d_predict`, `plot_ego4d`: the released Ego4D backbone and heads
-  (`moog/ego4d.py`) on one clip (a validation video or a video file), drawn with the
+  (`moog/released/ego4d.py`) on one clip (a validation video or a video file), drawn with the
   ground truth when the clip has it.
 
 Coordinates: point tracks are (x, y) raster pixels (pixel p covers [p, p + 1)), boxes are
@@ -40,11 +40,11 @@ from absl import logging as absl_logging
 
 from configs import moog_readout_tiny
 from configs import moog_tiny
-from moog import ego4d
-from moog import grid_baselines
-from moog import readout_task
-from moog import readouts
+from moog import task as moog_task
 from moog import visualize
+from moog.readouts import heads
+from moog.readouts import task as readout_task
+from moog.released import ego4d
 from videolib import metrics as metrics_lib
 from videolib import train
 from videolib.data import pipeline
@@ -151,7 +151,7 @@ def train_quick_runs(root: str, *, pretrain_steps: int, readout_steps: int,
     config = quick_pretrain_config(pretrain_steps, dataset=dataset, data_dir=data_dir,
                                    num_eval_videos=num_eval_videos)
     train.train_and_evaluate(config, moog_workdir,
-                             grid_baselines.BackbonePretrainTask(config))
+                             moog_task.MooGTask(config))
   config = quick_readout_config(readout_steps, moog_workdir, dataset=dataset,
                                 data_dir=data_dir, num_eval_videos=num_eval_videos)
   train.train_and_evaluate(config, readout_workdir, readout_task.ReadoutTask(config))
@@ -252,7 +252,7 @@ def predict(task: readout_task.ReadoutTask, params: dict, batch: dict[str, np.nd
 
   @jax.jit
   def forward(params, batch, rng):
-    queries = readouts.normalise_query_points(batch['query_points'], image_size) if (
+    queries = heads.normalise_query_points(batch['query_points'], image_size) if (
         'query_points' in batch) else None
     return task.run(params, batch, rng, point_queries=queries,
                     slice_frames=task.readout_config.eval_slice_frames)
@@ -260,13 +260,13 @@ def predict(task: readout_task.ReadoutTask, params: dict, batch: dict[str, np.nd
   outputs = jax.device_get(forward(params, device_batch, jax.random.key(seed)))
   result = {}
   if 'position' in outputs:
-    result['points'] = np.asarray(readouts.positions_to_pixels(
+    result['points'] = np.asarray(heads.positions_to_pixels(
         jnp.swapaxes(outputs['position'], 1, 2), image_size))
     result['visible'] = np.swapaxes(outputs['visible'], 1, 2)
   if 'boxes' in outputs:
     result['boxes'] = np.asarray(outputs['boxes'])
   if 'log_depth' in outputs:
-    result['depth'] = np.asarray(readouts.log_depth_to_depth(outputs['log_depth']))
+    result['depth'] = np.asarray(heads.log_depth_to_depth(outputs['log_depth']))
   return result
 
 
@@ -468,7 +468,7 @@ def plot_readouts(batch, predictions, video: int = 0,
 
 @dataclasses.dataclass
 class Ego4DClip:
-  """One clip prepared for `moog.ego4d.run_released`, with its ground truth if any.
+  """One clip prepared for `moog.released.ego4d.run_released`, with its ground truth if any.
 
   Attributes:
     video: [1, T, R, R, 3] float32 in [0, 1].
@@ -522,7 +522,7 @@ def ego4d_clip(config: ml_collections.ConfigDict, *, video_path: str = '',
   ground truth.
 
   Args:
-    config: `moog.ego4d` sizes (`num_frames`, `resolution`).
+    config: `moog.released.ego4d` sizes (`num_frames`, `resolution`).
     video_path: a video file; '' = use `batch`.
     batch: a validation batch (`video`, tracks and boxes).
     video: which video of the batch.
@@ -546,7 +546,7 @@ def ego4d_clip(config: ml_collections.ConfigDict, *, video_path: str = '',
   keep = (batch['tracks_valid'][video] & (np.round(batch['query_points'][video, :, 0]) == 0)
           if 'query_points' in batch else np.zeros(0, bool))
   if keep.any():
-    query_xy, _ = readouts.normalise_query_points(batch['query_points'][video][keep],
+    query_xy, _ = heads.normalise_query_points(batch['query_points'][video][keep],
                                                   (height, width))
     result.query_xy = np.asarray(query_xy, np.float32)[None]
     scale = np.asarray([size / width, size / height], np.float32)
@@ -582,7 +582,7 @@ def ego4d_validation_batch(dataset: str, num_frames: int,
 
 def ego4d_predict(params: dict, clip: Ego4DClip, config: ml_collections.ConfigDict,
                   seed: int = 0) -> dict[str, np.ndarray]:
-  """`moog.ego4d.run_released` on the clip, for the heads in `params`.
+  """`moog.released.ego4d.run_released` on the clip, for the heads in `params`.
 
   Returns (first video of the batch): 'points' [N, T, 2] (x, y) raster pixels of the
   clip, 'visible' [N, T] bool, 'boxes' [T, K, 4] normalised, 'features' [T, n, d].
@@ -595,7 +595,7 @@ def ego4d_predict(params: dict, clip: Ego4DClip, config: ml_collections.ConfigDi
   result = {'features': out['features'][0]}
   if 'position' in out:
     size = clip.video.shape[2:4]
-    result['points'] = np.asarray(readouts.positions_to_pixels(out['position'][0], size))
+    result['points'] = np.asarray(heads.positions_to_pixels(out['position'][0], size))
     result['visible'] = out['visible'][0]
   if 'boxes' in out:
     result['boxes'] = out['boxes'][0]

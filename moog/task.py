@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from moog import grid_baselines
 from moog import model as moog_model
 from moog import motion_guided
 from moog import token_tracking
@@ -33,11 +34,17 @@ NUM_DRAWN_TOKENS = 16  # Tokens whose attention tracks the eval summaries draw.
 
 
 class MooGTask(task_lib.Task):
-  """Next-frame prediction with MooG (see `moog/model.py`)."""
+  """Next-frame prediction with MooG or an on-the-grid baseline (`config.backbone`).
+
+  The backbone is `grid_baselines.build_backbone`'s: MooG (`moog/model.py`), Grid or
+  Grid Rec. (`moog/grid_baselines.py`); the objective and evaluation are the same.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.motion_config = config.get("motion_guided", motion_guided.default_config())
-    self.model = self._with_motion_guidance(moog_model.build_moog(config.model))
+    self.backbone = grid_baselines.backbone_kind(config)
+    self.model = self._with_motion_guidance(
+        grid_baselines.build_backbone(self.backbone, config.model))
     self.num_summary_videos = config.get("num_summary_videos", 4)
 
   def _with_motion_guidance(self, model: moog_model.MooG) -> moog_model.MooG:
@@ -61,8 +68,9 @@ class MooGTask(task_lib.Task):
     return unrolled
 
   def validate_config(self, config: ml_collections.ConfigDict) -> None:
-    moog_model.validate_model_config(config.model)
-    motion_guided.validate_config(self.motion_config, config.get("backbone", "moog"))
+    grid_baselines.validate_backbone_config(self.backbone, config.model,
+                                            config.data.resolution)
+    motion_guided.validate_config(self.motion_config, self.backbone)
     if "video" not in config.data.features:
       raise ValueError(f"config.data.features={config.data.features} must include 'video'.")
     if config.data.num_frames < 2:

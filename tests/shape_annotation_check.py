@@ -19,12 +19,12 @@ with install_import_hook(["moog", "mgtc", "videolib"], "beartype.beartype"):
 
   from configs import moog_readout_tiny
   from configs import moog_tiny
-  from moog import attention_readouts
   from moog import grid_baselines
   from moog import model as moog_model
-  from moog import readout_task
-  from moog import readouts
   from moog import task as moog_task
+  from moog.readouts import attention_heads
+  from moog.readouts import heads
+  from moog.readouts import task as readout_task
   from videolib.data import pipeline
 
 
@@ -59,16 +59,16 @@ def main():
   _trace("moog pretraining", moog_task.MooGTask(config), config)
   for backbone in ("grid", "grid_rec"):
     config = _pretraining_config(backbone)
-    _trace(f"{backbone} pretraining", grid_baselines.BackbonePretrainTask(config), config)
+    _trace(f"{backbone} pretraining", moog_task.MooGTask(config), config)
   for tracking_head in ("recurrent", "correlation"):
     config = _readout_config(tracking_head)
     _trace(f"{tracking_head} readouts", readout_task.ReadoutTask(config), config)
 
   for kind, queries in (("points", (2, 5, 2)), ("boxes", (2, 3, 4))):
-    head_config = attention_readouts.released_point_head_config()
+    head_config = attention_heads.released_point_head_config()
     head_config.update(kind=kind, num_frames=4, num_tiles=2 if kind == "points" else 1,
                        width=32, num_heads=2, query_dim=16, query_hidden=16)
-    head = attention_readouts.build_attention_readout(head_config)
+    head = attention_heads.build_attention_readout(head_config)
     features, query = jnp.zeros((2, 4, 8, 24)), jnp.zeros(queries)
     variables = jax.eval_shape(head.init, jax.random.key(0), features, query)
     jax.eval_shape(head.apply, variables, features, query)
@@ -77,7 +77,7 @@ def main():
   # The checks bite: a wrong shape fails at the call, naming the parameter.
   maps = jnp.zeros((2, 4, 8, 8, 16))
   try:
-    readouts.sample_maps(maps, jnp.zeros((2, 5, 3, 2)))  # 3 frames, the maps have 4.
+    heads.sample_maps(maps, jnp.zeros((2, 5, 3, 2)))  # 3 frames, the maps have 4.
   except jaxtyping.TypeCheckError as error:
     assert "xy" in str(error), error
     print("wrong shape refused", flush=True)

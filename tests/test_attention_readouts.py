@@ -1,4 +1,4 @@
-"""Tests for moog.attention_readouts (released Ego4D point / box heads) and their npz layout."""
+"""Tests for moog.readouts.attention_heads (released Ego4D point / box heads) and their npz layout."""
 
 import functools
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moog import attention_readouts as ar
-from moog import npz_io
-from moog import readouts
+from moog.readouts import attention_heads as ar
+from moog.readouts import heads
+from moog.released import npz_io
 from videolib import checkpoint
 
 NUM_FRAMES, NUM_TOKENS, FEATURE_DIM = 4, 5, 6
@@ -191,7 +191,7 @@ def test_visibility_rule():
   vis = jnp.array([0.0, 3.0, 10.0, 3.0, -2.0])
   cert = jnp.array([0.0, 3.0, 0.0, 0.2, 10.0])
   # σ·σ = 0.25, 0.905, 0.49998, 0.524, 0.119.
-  np.testing.assert_array_equal(readouts.visible_from_logits(vis, cert),
+  np.testing.assert_array_equal(heads.visible_from_logits(vis, cert),
                                 [False, True, False, True, False])
 
 

@@ -1,4 +1,4 @@
-"""Tests for the released-Ego4D path: MooG's pre-norm corrected states and moog/ego4d.py."""
+"""Tests for the released-Ego4D path: MooG's pre-norm corrected states and moog/released/ego4d.py."""
 
 import functools
 
@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moog import attention_readouts as ar
-from moog import ego4d
 from moog import grid_baselines
 from moog import model as moog_model
 from moog import motion_guided
-from moog import npz_io
-from moog import readouts
+from moog.readouts import attention_heads as ar
+from moog.readouts import heads
+from moog.released import ego4d
+from moog.released import npz_io
 from videolib import checkpoint
 
 VIDEO_SHAPE = (2, 3, 16, 16, 3)
@@ -157,7 +157,7 @@ def test_motion_guided_gather_path_keeps_the_flag(tiny):
 
 
 # ---------------------------------------------------------------------------------------
-# 2. moog/ego4d.py.
+# 2. moog/released/ego4d.py.
 # ---------------------------------------------------------------------------------------
 
 
@@ -289,7 +289,7 @@ def test_prepare_clip_cuts_resizes_and_scales():
 def test_tapvid_queries_become_colab_point_queries():
   """TAP-Vid (t, y, x) pixels of a 256² frame -> (x, y) / 256, as the colab."""
   query_points = jnp.asarray([[[0.0, 10.0, 200.0], [0.0, 255.0, 0.5]]])
-  query_xy, frame = readouts.normalise_query_points(query_points, (256, 256))
+  query_xy, frame = heads.normalise_query_points(query_points, (256, 256))
   np.testing.assert_allclose(query_xy, np.asarray(query_points)[..., 1:3][..., ::-1] / 256.0)
   np.testing.assert_array_equal(frame, 0)
 

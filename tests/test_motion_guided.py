@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from configs import moog_motion_tiny
-from moog import grid_baselines
 from moog import model as moog_model
 from moog import motion_guided
+from moog import task as moog_task
 from videolib import cost
 
 jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
@@ -117,7 +117,7 @@ def tasks_and_params():
     config = _task_config(**fields) if name != 'plain' else _task_config()
     if name == 'plain':
       del config.motion_guided
-    task = grid_baselines.BackbonePretrainTask(config)
+    task = moog_task.MooGTask(config)
     task.validate_config(config)
     tasks[name] = task
   video = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 16, 16, 3))
@@ -212,7 +212,7 @@ def test_config_variants():
                                   'off': ('off', False)}.items():
     config = moog_motion_tiny.get_config(variant)
     assert (config.motion_guided.mode, config.motion_guided.gather) == (mode, gather)
-    task = grid_baselines.BackbonePretrainTask(config)
+    task = moog_task.MooGTask(config)
     task.validate_config(config)
     assert isinstance(task.model, motion_guided.GatheredMotionGuidedMooG) == gather
   with pytest.raises(ValueError, match='must be one of'):

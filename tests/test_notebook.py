@@ -19,8 +19,8 @@ import sys
 import nbformat
 from nbclient import NotebookClient
 
-from moog import ego4d
 from moog import notebook_utils
+from moog.released import ego4d
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / 'colabs' / 'moog_readouts.ipynb'
 
@@ -91,7 +91,7 @@ def test_stored_notebook_has_no_outputs_and_a_parameters_cell():
 
 def test_notebook_executes_end_to_end_with_tiny_parameters(tmp_path, monkeypatch):
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  # Section 5 on random weights in the released key layout at `moog.ego4d.tiny_config()`
+  # Section 5 on random weights in the released key layout at `moog.released.ego4d.tiny_config()`
   # sizes (8 frames of 32x32: the quick runs' validation videos, EGO4D_DATASET='').
   released = ego4d.write_random_released_files(ego4d.tiny_config(), str(tmp_path / 'ego4d'))
   inject_parameters(notebook, dict(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from moog import notebook_utils
-from moog import readout_task
+from moog.readouts import task as readout_task
 
 
 def _batch_and_predictions(num_frames=4, size=8):

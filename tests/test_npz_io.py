@@ -1,4 +1,4 @@
-"""Tests for the flat-key `.npz` parameter files: videolib/checkpoint.py and moog/npz_io.py."""
+"""Tests for the flat-key `.npz` parameter files: videolib/checkpoint.py and moog/released/npz_io.py."""
 
 import functools
 import re
@@ -12,7 +12,7 @@ import pytest
 
 from configs import moog_ego4d
 from moog import model as moog_model
-from moog import npz_io
+from moog.released import npz_io
 from videolib import checkpoint
 
 VIDEO_SHAPE = (1, 2, 16, 16, 3)
@@ -130,7 +130,7 @@ def test_key_map_collision_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# configs/moog_ego4d.py and moog/npz_io.py: the released Ego4D layout.
+# configs/moog_ego4d.py and moog/released/npz_io.py: the released Ego4D layout.
 # ---------------------------------------------------------------------------------------
 
 
@@ -438,7 +438,7 @@ def test_converter_cli_strips_the_wrapper_prefix(tmp_path):
   path = str(tmp_path / 'released.npz')
   written = _write_released(path, released_backbone_shapes(config, prefix='pretrained_model'))
   output = str(tmp_path / 'converted.npz')
-  subprocess.run([sys.executable, '-m', 'moog.npz_io', f'--released={path}',
+  subprocess.run([sys.executable, '-m', 'moog.released.npz_io', f'--released={path}',
                   f'--output={output}'], check=True, capture_output=True)
   with np.load(output) as stored:
     assert sorted(stored.files) == sorted(_project_shapes(config)[0])

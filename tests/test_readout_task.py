@@ -12,10 +12,10 @@ from configs import moog_movi
 from configs import moog_readout_movi
 from configs import moog_readout_tiny
 from configs import moog_tiny
-from moog import grid_baselines
 from moog import model as moog_model
-from moog import readout_task
-from moog import readouts
+from moog import task as moog_task
+from moog.readouts import heads
+from moog.readouts import task as readout_task
 from videolib import checkpoint
 from videolib import train
 from videolib.data import movi_testing
@@ -55,7 +55,7 @@ def pretrained(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('pretrain'))
   config = _shrink(moog_tiny.get_config(), data_dir, num_train_steps=2, eval_every_steps=2,
                    checkpoint_every_steps=2)
-  train.train_and_evaluate(config, workdir, grid_baselines.BackbonePretrainTask(config))
+  train.train_and_evaluate(config, workdir, moog_task.MooGTask(config))
   return workdir
 
 
@@ -180,7 +180,7 @@ def test_unrolled_heads_compute_the_same_outputs_as_the_rolled_loops(data_dir, p
   task = readout_task.ReadoutTask(config)
   batch = next(iter(pipeline.make_eval_iterator(config.data, global_batch_size=8)))
   params = task.init(jax.random.key(0), batch)
-  queries = readouts.normalise_query_points(batch['query_points'], (32, 32))
+  queries = heads.normalise_query_points(batch['query_points'], (32, 32))
   rolled = task.run(params, batch, jax.random.key(1), point_queries=queries)
   unrolled = task.for_cost_analysis(config).run(params, batch, jax.random.key(1),
                                                 point_queries=queries)
@@ -229,7 +229,7 @@ def test_correlation_heads_learn_and_evaluate_in_slices_as_in_one_pass(data_dir,
   config.data.num_frames = 8
   batch = next(iter(pipeline.make_eval_iterator(config.data, global_batch_size=8)))
   params = _params(workdir)
-  queries = readouts.normalise_query_points(batch['query_points'], (32, 32))
+  queries = heads.normalise_query_points(batch['query_points'], (32, 32))
   whole = task.run(params, batch, jax.random.key(1), point_queries=queries,
                    heads=('points', 'boxes'))
   sliced = task.run(params, batch, jax.random.key(1), point_queries=queries,
@@ -312,7 +312,7 @@ def test_paper_readout_config_runs_one_training_step_on_cpu(tmp_path):
   pretrain_dir, readout_dir = str(tmp_path / 'pretrain'), str(tmp_path / 'readout')
   pretrain = moog_movi.get_config('synthetic,res=128')
   pretrain.update_from_flattened_dict(shrink)
-  train.train_and_evaluate(pretrain, pretrain_dir, grid_baselines.BackbonePretrainTask(pretrain))
+  train.train_and_evaluate(pretrain, pretrain_dir, moog_task.MooGTask(pretrain))
   config = moog_readout_movi.get_config('synthetic,res=128')
   config.update_from_flattened_dict({**shrink, 'init_from': pretrain_dir})
   result = train.train_and_evaluate(config, readout_dir, readout_task.ReadoutTask(config))

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from moog import modules
-from moog import readouts
+from moog.readouts import heads
 
 TINY = dict(num_layers=1, num_heads=2, qkv_size=16, mlp_dim=32, num_fourier_bases=4)
 TINY_RECURRENT = dict(width=16, **TINY)
@@ -40,7 +40,7 @@ def _slice_frames(outputs, frames):
 @pytest.fixture(scope='module')
 def point_setup():
   """A tiny point head, its params, a jitted apply and inputs (compiled once per shape)."""
-  head = readouts.PointReadout(**TINY_RECURRENT)
+  head = heads.PointReadout(**TINY_RECURRENT)
   outputs = _moog_outputs((2,))
   query_xy = jax.random.uniform(jax.random.PRNGKey(1), (2, 3, 2))
   query_frame = jnp.array([[0, 1, 3], [0, 2, 4]])
@@ -70,7 +70,7 @@ def test_point_readout_output_shapes(point_setup, batch_shape):
 def test_box_readout_output_shapes():
   outputs = _moog_outputs((2,))
   boxes = jnp.tile(jnp.array([0.1, 0.2, 0.5, 0.6]), (2, 3, 1))
-  box_head = readouts.BoxReadout(features='corrected', **TINY_RECURRENT)
+  box_head = heads.BoxReadout(features='corrected', **TINY_RECURRENT)
   box_params = jit(box_head.init)(jax.random.PRNGKey(0), outputs, boxes)
   box_out = jit(box_head.apply)(box_params, outputs, boxes)
   assert box_out['boxes'].shape == (2, NUM_FRAMES, 3, 4)
@@ -82,7 +82,7 @@ def test_dense_readout_decodes_any_resolution_pixel_by_pixel():
   """One set of parameters decodes an 8 x 8 grid and a per-frame 2 x 3 pixel subset, and
   the subset values equal the full-resolution values at those pixels."""
   outputs = _moog_outputs((2,))
-  dense = readouts.DenseReadout(features='predicted', **TINY)
+  dense = heads.DenseReadout(features='predicted', **TINY)
   full_coords = modules.grid_coordinates(8, 8)
   params = jit(dense.init)(jax.random.PRNGKey(0), outputs, full_coords)
   apply = jit(dense.apply)
@@ -98,8 +98,8 @@ def test_dense_readout_decodes_any_resolution_pixel_by_pixel():
 @pytest.mark.parametrize('pixels_per_chunk', [7, 16, 64])  # Padded, exact, whole grid.
 def test_dense_readout_in_pixel_chunks_equals_one_pass(pixels_per_chunk):
   outputs = _moog_outputs((2,))
-  whole = readouts.DenseReadout(features='predicted', **TINY)
-  chunked = readouts.DenseReadout(features='predicted', pixels_per_chunk=pixels_per_chunk,
+  whole = heads.DenseReadout(features='predicted', **TINY)
+  chunked = heads.DenseReadout(features='predicted', pixels_per_chunk=pixels_per_chunk,
                                   **TINY)
   grid = modules.grid_coordinates(8, 6)
   params = jit(whole.init)(jax.random.PRNGKey(0), outputs, grid)
@@ -121,19 +121,19 @@ def test_gradients_reach_features_only_when_finetuning(point_setup):
   target_points, occluded = _point_targets()
   coords = modules.grid_coordinates(2, 3)
   # `finetune` changes no parameter, so one set of parameters serves both settings.
-  depth_params = jit(readouts.DenseReadout(**TINY).init)(jax.random.PRNGKey(0), outputs, coords)
+  depth_params = jit(heads.DenseReadout(**TINY).init)(jax.random.PRNGKey(0), outputs, coords)
   for finetune in (False, True):
-    point_head = readouts.PointReadout(finetune=finetune, **TINY_RECURRENT)
-    dense = readouts.DenseReadout(finetune=finetune, **TINY)
+    point_head = heads.PointReadout(finetune=finetune, **TINY_RECURRENT)
+    dense = heads.DenseReadout(finetune=finetune, **TINY)
 
     def losses(outputs, point_head=point_head, dense=dense):
       points = point_head.apply(point_params, outputs, query_xy, query_frame)
       depth = dense.apply(depth_params, outputs, coords)
       return (
-          readouts.point_tracking_loss(
+          heads.point_tracking_loss(
               points, target_points, occluded, query_frame, image_size=(64, 64)
           )[0],
-          readouts.depth_loss(depth, jnp.full(depth.shape, 3.0)),
+          heads.depth_loss(depth, jnp.full(depth.shape, 3.0)),
       )
 
     point_grads, depth_grads = jit(jax.jacrev(losses))(outputs)
@@ -193,7 +193,7 @@ def test_point_loss_matches_hand_computation_and_ignores_padding():
       'certainty_logit': jnp.array([[[0.0, 1.0, 5.0]]]),
   }
   query_frame = jnp.array([[0]])
-  loss, terms = readouts.point_tracking_loss(
+  loss, terms = heads.point_tracking_loss(
       outputs, target_points, occluded, query_frame, image_size=(128, 64)
   )
   bce = lambda logit, label: np.log1p(np.exp(-logit)) if label else np.log1p(np.exp(logit))
@@ -214,7 +214,7 @@ def test_point_loss_matches_hand_computation_and_ignores_padding():
       [np.concatenate([x, np.full_like(x, value)], axis=1)] * 2, axis=0
   )
   padded_outputs = {k: jnp.asarray(pad(np.asarray(v), 0.3)) for k, v in outputs.items()}
-  padded_loss, _ = readouts.point_tracking_loss(
+  padded_loss, _ = heads.point_tracking_loss(
       padded_outputs,
       pad(target_points, np.nan),
       pad(occluded, False),
@@ -226,7 +226,7 @@ def test_point_loss_matches_hand_computation_and_ignores_padding():
   assert float(padded_loss) == pytest.approx(float(loss), rel=1e-6)
 
   # Frames before the query frame are not supervised; nothing supervised -> 0, not NaN.
-  late_loss, late_terms = readouts.point_tracking_loss(
+  late_loss, late_terms = heads.point_tracking_loss(
       outputs, target_points, occluded, jnp.array([[3]]), image_size=(128, 64)
   )
   assert float(late_loss) == 0.0 and all(float(v) == 0.0 for v in late_terms.values())
@@ -239,10 +239,10 @@ def test_depth_and_box_losses_match_numpy_and_are_mask_weighted():
   valid = rng.uniform(size=gt.shape) < 0.7
   mask = np.array([True, True, False])
   gt[2] = np.nan
-  loss = readouts.depth_loss(pred, gt, valid=valid, mask=mask)
+  loss = heads.depth_loss(pred, gt, valid=valid, mask=mask)
   keep = valid & mask[:, None, None, None, None]
   np.testing.assert_allclose(loss, np.mean((pred[keep] - np.log(gt[keep])) ** 2), rtol=1e-5)
-  np.testing.assert_allclose(readouts.log_depth_to_depth(np.log(gt[0])), gt[0], rtol=1e-5)
+  np.testing.assert_allclose(heads.log_depth_to_depth(np.log(gt[0])), gt[0], rtol=1e-5)
 
   gt_boxes = np.tile(np.array([0.0, 0.0, 0.4, 0.2], np.float32), (2, 3, 2, 1))
   pred_boxes = gt_boxes.copy()
@@ -251,7 +251,7 @@ def test_depth_and_box_losses_match_numpy_and_are_mask_weighted():
   gt_boxes[1] = np.nan  # padding example
   boxes_valid = np.ones((2, 3, 2), bool)
   boxes_valid[0, 2, 1] = False
-  total, terms = readouts.box_tracking_loss(
+  total, terms = heads.box_tracking_loss(
       pred_boxes, gt_boxes, boxes_valid, mask=np.array([True, False]), iou_weight=0.5
   )
   assert float(terms['l1']) == pytest.approx(0.2 / 5, rel=1e-5)  # 5 supervised entries
@@ -270,7 +270,7 @@ def test_box_loss_gradient_is_finite_for_a_nearly_empty_box_of_an_absent_object(
   low = np.float32(1e-4)
   high = np.nextafter(low, np.float32(1))
   pred_boxes = jnp.asarray(gt_boxes).at[:, :, 1].set([low, low, high, high])
-  grads = jax.grad(lambda p: readouts.box_tracking_loss(p, gt_boxes, boxes_valid,
+  grads = jax.grad(lambda p: heads.box_tracking_loss(p, gt_boxes, boxes_valid,
                                                         iou_weight=1.0)[0])(pred_boxes)
   assert np.all(np.isfinite(grads))
   np.testing.assert_array_equal(grads[:, :, 1], 0.0)
@@ -278,10 +278,10 @@ def test_box_loss_gradient_is_finite_for_a_nearly_empty_box_of_an_absent_object(
 def test_anchored_sigmoid_golden_values():
   anchor = jnp.array([0.25, 0.5, 0.0, 1.0])
   np.testing.assert_allclose(
-      readouts.anchored_sigmoid(jnp.zeros(4), anchor), [0.25, 0.5, 1e-4, 1 - 1e-4], rtol=1e-5)
+      heads.anchored_sigmoid(jnp.zeros(4), anchor), [0.25, 0.5, 1e-4, 1 - 1e-4], rtol=1e-5)
   # logit(0.25) + log(3) = 0 -> 0.5; logit(0.5) - log(3) -> 0.25.
   np.testing.assert_allclose(
-      readouts.anchored_sigmoid(jnp.array([np.log(3.0), -np.log(3.0), 0, 0]), anchor)[:2],
+      heads.anchored_sigmoid(jnp.array([np.log(3.0), -np.log(3.0), 0, 0]), anchor)[:2],
       [0.5, 0.25], rtol=1e-5)
 
 
@@ -290,21 +290,21 @@ def test_untrained_anchored_heads_predict_the_never_moving_track():
   outputs = _moog_outputs((2,))
   query_xy = jax.random.uniform(jax.random.PRNGKey(1), (2, 3, 2))
   query_frame = jnp.array([[0, 1, 3], [0, 2, 4]])
-  point_head = readouts.PointReadout(anchor_to_query=True, **TINY_RECURRENT)
+  point_head = heads.PointReadout(anchor_to_query=True, **TINY_RECURRENT)
   params = jit(point_head.init)(jax.random.PRNGKey(2), outputs, query_xy, query_frame)
   position = jit(point_head.apply)(params, outputs, query_xy, query_frame)['position']
   np.testing.assert_allclose(
       position, jnp.broadcast_to(query_xy[:, :, None], position.shape), atol=1e-6)
 
   boxes = jnp.array([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.3, 0.4, 1.0]]] * 2)
-  box_head = readouts.BoxReadout(anchor_to_query=True, **TINY_RECURRENT)
+  box_head = heads.BoxReadout(anchor_to_query=True, **TINY_RECURRENT)
   box_params = jit(box_head.init)(jax.random.PRNGKey(0), outputs, boxes)
   predicted = jit(box_head.apply)(box_params, outputs, boxes)['boxes']
   expected = jnp.clip(jnp.broadcast_to(boxes[:, None], predicted.shape), 1e-4, 1 - 1e-4)
   np.testing.assert_allclose(predicted, expected, atol=1e-6)
 
   # Unanchored (upstream) heads start wherever their random output layer points.
-  free_head = readouts.PointReadout(**TINY_RECURRENT)
+  free_head = heads.PointReadout(**TINY_RECURRENT)
   free_params = jit(free_head.init)(jax.random.PRNGKey(2), outputs, query_xy, query_frame)
   free = jit(free_head.apply)(free_params, outputs, query_xy, query_frame)['position']
   assert np.abs(free - query_xy[:, :, None]).mean() > 0.05
@@ -314,7 +314,7 @@ def test_untrained_anchored_heads_predict_the_never_moving_track():
 def test_point_readout_learns_toy_tracking_task(anchor_to_query):
   """The features hold a moving point's position; the head must learn to read it out."""
   num_frames, num_tracks, batch_size = 4, 1, 8
-  head = readouts.PointReadout(anchor_to_query=anchor_to_query, **TINY_RECURRENT)
+  head = heads.PointReadout(anchor_to_query=anchor_to_query, **TINY_RECURRENT)
 
   def make_batch(key):
     start_key, velocity_key, noise_key = jax.random.split(key, 3)
@@ -338,7 +338,7 @@ def test_point_readout_learns_toy_tracking_task(anchor_to_query):
 
   def loss_fn(params, outputs, start, targets):
     out = head.apply(params, outputs, start, query_frame)
-    return readouts.point_tracking_loss(out, targets, occluded, query_frame, image_size=(64, 64))
+    return heads.point_tracking_loss(out, targets, occluded, query_frame, image_size=(64, 64))
 
   @jit
   def train_step(params, opt_state, key):
@@ -390,32 +390,32 @@ def _good_readout_batch():
 )
 def test_validate_readout_batch_rejects_bad_inputs(corrupt, message):
   batch = _good_readout_batch()
-  readouts.validate_readout_batch(batch)
+  heads.validate_readout_batch(batch)
   corrupt(batch)
   with pytest.raises(ValueError, match=message):
-    readouts.validate_readout_batch(batch)
+    heads.validate_readout_batch(batch)
   # The same defect on a padding example or a padding track is fine.
   batch['_mask'][:] = False
-  readouts.validate_readout_batch(batch)
+  heads.validate_readout_batch(batch)
 
 
 def test_feature_selection():
   outputs = _moog_outputs((2,))
   without_concat = {k: v for k, v in outputs.items() if k != 'states_concat'}
   np.testing.assert_array_equal(
-      readouts.select_features(without_concat, 'concat'), outputs['states_concat']
+      heads.select_features(without_concat, 'concat'), outputs['states_concat']
   )
-  assert readouts.select_features(outputs, 'corrected') is outputs['states_corrected']
+  assert heads.select_features(outputs, 'corrected') is outputs['states_corrected']
   with pytest.raises(ValueError, match='features must be one of'):
-    readouts.select_features(outputs, 'both')
+    heads.select_features(outputs, 'both')
 
 
 def test_query_point_conversions_round_trip():
   query_points = jnp.array([[[3.0, 16.0, 8.0]]])  # (t, y, x) on a 32 x 64 (H x W) frame
-  query_xy, query_frame = readouts.normalise_query_points(query_points, (32, 64))
+  query_xy, query_frame = heads.normalise_query_points(query_points, (32, 64))
   np.testing.assert_allclose(query_xy, [[[0.125, 0.5]]])
   assert query_frame.dtype == jnp.int32 and int(query_frame[0, 0]) == 3
-  np.testing.assert_allclose(readouts.positions_to_pixels(query_xy, (32, 64)), [[[8.0, 16.0]]])
+  np.testing.assert_allclose(heads.positions_to_pixels(query_xy, (32, 64)), [[[8.0, 16.0]]])
 
 
 # ----------------------------------------------------------------------------------------
@@ -423,14 +423,14 @@ def test_query_point_conversions_round_trip():
 # ----------------------------------------------------------------------------------------
 
 
-class _GivenMapsPoints(readouts.CorrelationPointReadout):
+class _GivenMapsPoints(heads.CorrelationPointReadout):
   """The point tracker on feature maps given as input (no decoder)."""
 
   def feature_maps(self, moog_outputs):
     return moog_outputs['maps']
 
 
-class _GivenMapsBoxes(readouts.CorrelationBoxReadout):
+class _GivenMapsBoxes(heads.CorrelationBoxReadout):
 
   def feature_maps(self, moog_outputs):
     return moog_outputs['maps']
@@ -438,7 +438,7 @@ class _GivenMapsBoxes(readouts.CorrelationBoxReadout):
 
 def _shifted_maps(shifts, size=8, channels=4, seed=0):
   """Unit-norm random maps [1, T, size, size, C]; frame t is frame 0 rolled by shifts[t]."""
-  base = readouts._l2_normalise(jax.random.normal(jax.random.PRNGKey(seed),
+  base = heads._l2_normalise(jax.random.normal(jax.random.PRNGKey(seed),
                                                   (size, size, channels)))
   frames = [jnp.roll(base, shift, axis=(0, 1)) for shift in shifts]  # (dy, dx) cells.
   return {'maps': jnp.stack(frames)[None]}
@@ -448,18 +448,18 @@ def test_sample_maps_is_bilinear_and_exact_at_cell_centres():
   ys, xs = jnp.meshgrid(jnp.arange(4.0), jnp.arange(6.0), indexing='ij')
   maps = jnp.stack([xs, ys, xs * ys], axis=-1)[None]  # [T=1, 4, 6, 3]
   xy = jnp.array([[[0.5 / 6, 0.5 / 4]], [[2.5 / 6, 3.5 / 4]], [[1.75 / 6, 1.0 / 4]]])
-  sampled = readouts.sample_maps(maps, xy)  # [N=3, T=1, 3]
+  sampled = heads.sample_maps(maps, xy)  # [N=3, T=1, 3]
   # (x, y) in cells = normalised * size - 0.5; bilinear reproduces x, y and, between four
   # cells, x*y only at cell centres (it is bilinear in x and y separately: exact too).
   np.testing.assert_allclose(sampled[:, 0], [[0, 0, 0], [2, 3, 6], [1.25, 0.5, 0.625]],
                              atol=1e-6)
   # Outside the outermost centres the position is clamped to the border cell.
-  np.testing.assert_allclose(readouts.sample_maps(maps, jnp.array([[[0.0, 1.0]]]))[0, 0],
+  np.testing.assert_allclose(heads.sample_maps(maps, jnp.array([[[0.0, 1.0]]]))[0, 0],
                              [0, 3, 0], atol=1e-6)
 
 
 def test_box_coverage_golden_values():
-  coverage = readouts.box_coverage(jnp.array([[0.0, 0.0, 0.5, 0.3]]), 4, 4)[0]
+  coverage = heads.box_coverage(jnp.array([[0.0, 0.0, 0.5, 0.3]]), 4, 4)[0]
   np.testing.assert_allclose(coverage, [[1, 0.2, 0, 0], [1, 0.2, 0, 0], [0, 0, 0, 0],
                                         [0, 0, 0, 0]], atol=1e-6)
 
@@ -467,9 +467,9 @@ def test_box_coverage_golden_values():
 def test_window_soft_argmax_ignores_mass_outside_the_window():
   logits = jnp.full((8, 8), -10.0).at[2, 3].set(5.0).at[2, 4].set(5.0).at[7, 7].set(4.9)
   # Two equal cells around (x, y) = (3.5, 2) cells; the far cell is outside radius 1.
-  np.testing.assert_allclose(readouts.window_soft_argmax(logits, 1) * 8 - 0.5, [3.5, 2.0],
+  np.testing.assert_allclose(heads.window_soft_argmax(logits, 1) * 8 - 0.5, [3.5, 2.0],
                              atol=1e-4)
-  assert abs(float(readouts.window_soft_argmax(logits, 7)[0]) * 8 - 0.5 - 3.5) > 0.5
+  assert abs(float(heads.window_soft_argmax(logits, 7)[0]) * 8 - 0.5 - 3.5) > 0.5
 
 
 def test_point_tracker_follows_shifted_content_exactly():
@@ -525,7 +525,7 @@ def test_correlation_loss_matches_hand_computation():
   occluded = jnp.array([[[False, False, True], [False, False, False]]])
   query_frame = jnp.array([[0, 1]])
   valid = jnp.array([[True, False]])
-  loss = readouts.correlation_loss(logits, target, occluded, query_frame, image_size=(8, 8),
+  loss = heads.correlation_loss(logits, target, occluded, query_frame, image_size=(8, 8),
                                    tracks_valid=valid)
   log_p = jax.nn.log_softmax(logits.reshape(1, 2, 3, 16), axis=-1).reshape(logits.shape)
   expected = -(log_p[0, 0, 0, 2, 1] + 0.5 * (log_p[0, 0, 1, 0, 1] + log_p[0, 0, 1, 0, 2])) / 2

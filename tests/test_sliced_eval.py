@@ -9,8 +9,8 @@ import pytest
 
 from configs import moog_readout_tiny
 from moog import model as moog_model
-from moog import readout_task
-from moog import sliced_eval
+from moog.readouts import sliced_eval
+from moog.readouts import task as readout_task
 
 jit = functools.partial(jax.jit, static_argnames=('slice_frames', 'reverse'),
                         compiler_options={'xla_backend_optimization_level': 0})

@@ -4,10 +4,9 @@ A task subclasses `Task` and overrides the five required methods; the optional h
 defaults give the plain behaviour (every parameter trained, no layer decay, summaries
 written as computed, ...). The trainer calls only what is declared here.
 
-The tasks: `moog.task.MooGTask` (MooG pretraining), `moog.grid_baselines`'
-`BackbonePretrainTask` (Grid and Grid Rec. pretraining), `moog.readout_task.ReadoutTask`
-(frozen-backbone readouts), `mgtc.task.PretrainTask` (VideoMAE masked autoencoding) and
-`mgtc.task.ClassificationTask` (MGTC fine-tuning).
+The tasks: `moog.task.MooGTask` (next-frame pretraining of MooG, Grid or Grid Rec.),
+`moog.readouts.task.ReadoutTask` (frozen-backbone readouts), `mgtc.task.PretrainTask`
+(VideoMAE masked autoencoding) and `mgtc.task.ClassificationTask` (MGTC fine-tuning).
 """
 
 from collections.abc import Callable

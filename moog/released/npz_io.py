@@ -71,7 +71,7 @@ blocks that also self-attend (36,967,507, as the colab's decoder class is writte
 set `--config.model.decoder_self_attention=True`, with which they load one-to-one.
 
 Readout heads (`moog_ego4d_{point,box}_track_head_ckpt_164335139.npz`) load into
-`moog.attention_readouts.AttentionPointReadout` / `AttentionBoxReadout`. Their released
+`moog.readouts.attention_heads.AttentionPointReadout` / `AttentionBoxReadout`. Their released
 names are derived, not read from the files (no network here): they are the names Flax
 gives to the colab's `TrackingReadoutWrapper(attention_readout=AttentionReadout(...),
 query_initializer=kd.nn.Sequential([SampleFourierEmbedding, MLP]))` (explicit names
@@ -98,9 +98,9 @@ bundles the backbone, docs/moog_reference.md §11), loading fails with them list
 
 Convert a released file once, then initialise from the converted file::
 
-  python -m moog.npz_io --released=moog_ego4d_backbone_ckpt_164335139.npz \
+  python -m moog.released.npz_io --released=moog_ego4d_backbone_ckpt_164335139.npz \
       --output=moog_ego4d_backbone_project_names.npz
-  python -m moog.npz_io --kind=head \
+  python -m moog.released.npz_io --kind=head \
       --released=moog_ego4d_point_track_head_ckpt_164335139.npz \
       --output=moog_ego4d_point_track_head_project_names.npz
 """
@@ -257,7 +257,7 @@ def _released_flat_to_project(path: str, prefix: str) -> dict[str, np.ndarray]:
         flat[project_key] = stored[stored_key]
   if outside:
     raise checkpoint.CheckpointError(
-        f'{path}: keys outside the released MooG backbone layout (see moog/npz_io.py), '
+        f'{path}: keys outside the released MooG backbone layout (see moog/released/npz_io.py), '
         f'nothing was loaded: {sorted(outside)}')
   return flat
 
@@ -373,9 +373,9 @@ def load_released_head(path: str, abstract_params: Any) -> Any:
 
   Args:
     path: the released `.npz` file.
-    abstract_params: the parameter tree of `attention_readouts.AttentionPointReadout`
+    abstract_params: the parameter tree of `attention_heads.AttentionPointReadout`
       or `AttentionBoxReadout` (concrete arrays or `jax.ShapeDtypeStruct`s with
-      shardings), e.g. from `attention_readouts.released_point_head_config()`.
+      shardings), e.g. from `attention_heads.released_point_head_config()`.
 
   Returns:
     The parameters as global `jax.Array`s; missing, unexpected or mis-shaped names

@@ -23,7 +23,7 @@ Heads:
   choice is open; measured on the synthetic data in
   docs/log/2026-11_readout_experiments_textured_scenes.md. The carried state
   goes in and out explicitly, so a long video can be read in temporal slices
-  (`moog/sliced_eval.py`).
+  (`moog/readouts/sliced_eval.py`).
 * `DenseReadout`: a cross-attention decoder queried at pixel coordinates
   (zeros ‖ Fourier(16) of (y, x) in [-1, 1], as MooG's pixel decoder), Dense -> C per
   frame. Pixels are decoded independently, so any resolution or pixel subset works.
@@ -697,7 +697,7 @@ class DenseReadout(nn.Module):
   grid larger than `pixels_per_chunk` is decoded chunk after chunk (a scan over pixel
   chunks; in one pass the paper head at 128² holds 1 GiB of attention logits per layer
   for each frame of each example), and long clips are decoded in temporal slices
-  (`moog/sliced_eval.py`).
+  (`moog/readouts/sliced_eval.py`).
 
   Attributes:
     output_size: channels per pixel (1 for depth).

@@ -33,18 +33,18 @@ open, decided here):
   are given (the queries); the depth one uses frame-0 ground truth that the depth head
   never sees, so it is an oracle-scale constant, stronger than a dataset prior.
 * Evaluation runs in temporal slices of `readout.eval_slice_frames` frames that carry
-  MooG's and the readouts' states (`moog/sliced_eval.py`), so a 24-frame video is
+  MooG's and the readouts' states (`moog/readouts/sliced_eval.py`), so a 24-frame video is
   evaluated with the memory of a short slice; the outputs equal one pass.
 * The state sequence read by the heads is `readout.features` ('predicted', 'corrected'
   or 'concat'); it is logged at start-up and saved with the config in every checkpoint.
 
 Point and box heads: `readout.tracking_head='recurrent'` (MooG's, above) or
-'correlation' (`readouts.CorrelationPointReadout` / `CorrelationBoxReadout`: template
+'correlation' (`readout_heads.CorrelationPointReadout` / `CorrelationBoxReadout`: template
 matching on a feature map decoded from the states, with the cost-volume cross-entropy
-`readouts.correlation_loss` added to the point loss, weight `readout.correlation_weight`).
+`readout_heads.correlation_loss` added to the point loss, weight `readout.correlation_weight`).
 
 Training: one pass over the training window (`data.num_frames`), the sum of the enabled
-heads' losses (`moog/readouts.py`) weighted by `readout.{points,depth,boxes}_weight`;
+heads' losses (`moog/readouts/heads.py`) weighted by `readout.{points,depth,boxes}_weight`;
 depth is supervised on a random-phase pixel lattice (`readout.depth_subsample_train`).
 Bad inputs (queries outside the frame or clip, inverted boxes, tracks never visible,
 non-finite values) raise on the host before a batch reaches the devices
@@ -63,8 +63,8 @@ from absl import logging
 from moog import grid_baselines
 from moog import modules
 from moog import motion_guided
-from moog import readouts
-from moog import sliced_eval
+from moog.readouts import heads as readout_heads
+from moog.readouts import sliced_eval
 from videolib import checkpoint
 from videolib import metrics as metrics_lib
 from videolib import task as task_lib
@@ -128,7 +128,7 @@ def default_readout_config() -> ml_collections.ConfigDict:
       box_iou_weight=1.0,
       depth_subsample_train=4,
       # Full-resolution depth is decoded this many pixels at a time (0 = all at once):
-      # memory, not results (`readouts.DenseReadout`).
+      # memory, not results (`readout_heads.DenseReadout`).
       depth_pixels_per_chunk=1024,
       eval_slice_frames=0,
       eval_strided=True,
@@ -263,20 +263,20 @@ class ReadoutTask(task_lib.Task):
     head_args = dict(num_layers=c.num_layers, num_heads=c.num_heads, qkv_size=c.qkv_size,
                      mlp_dim=c.mlp_dim, num_fourier_bases=c.num_fourier_bases,
                      features=c.features, finetune=c.finetune)
-    self.heads = {'depth': readouts.DenseReadout(
+    self.heads = {'depth': readout_heads.DenseReadout(
         output_size=1, pixels_per_chunk=c.get('depth_pixels_per_chunk', 0), **head_args)}
     if c.get('tracking_head', 'recurrent') == 'correlation':
       tracker_args = dict(map_size=c.map_size or config.data.resolution,
                           map_channels=c.map_channels, window_radius=c.window_radius,
                           **head_args)
-      self.heads['points'] = readouts.CorrelationPointReadout(**tracker_args)
-      self.heads['boxes'] = readouts.CorrelationBoxReadout(**tracker_args)
+      self.heads['points'] = readout_heads.CorrelationPointReadout(**tracker_args)
+      self.heads['boxes'] = readout_heads.CorrelationBoxReadout(**tracker_args)
     else:
       # Runs saved before the field existed had unanchored heads.
       anchor = c.get('anchor_to_query', False)
-      self.heads['points'] = readouts.PointReadout(width=c.width, anchor_to_query=anchor,
+      self.heads['points'] = readout_heads.PointReadout(width=c.width, anchor_to_query=anchor,
                                                    **head_args)
-      self.heads['boxes'] = readouts.BoxReadout(width=c.width, anchor_to_query=anchor,
+      self.heads['boxes'] = readout_heads.BoxReadout(width=c.width, anchor_to_query=anchor,
                                                 **head_args)
     self.tasks = tuple(c.tasks)
     # A motion-guided backbone is read out with its own token selection (mask path; the
@@ -288,7 +288,7 @@ class ReadoutTask(task_lib.Task):
   @property
   def uses_correlation_loss(self) -> bool:
     return 'points' in self.tasks and isinstance(self.heads['points'],
-                                                 readouts.CorrelationPointReadout)
+                                                 readout_heads.CorrelationPointReadout)
 
   def for_cost_analysis(self, config: ml_collections.ConfigDict) -> 'ReadoutTask':
     """This task with every time loop (backbone and recurrent heads) fully unrolled."""
@@ -297,7 +297,7 @@ class ReadoutTask(task_lib.Task):
     unrolled.backbone = self.backbone.clone(scan_unroll=num_frames)
     unrolled.heads = {
         name: head.clone(scan_unroll=num_frames)
-        if isinstance(head, readouts.RecurrentReadout) else head
+        if isinstance(head, readout_heads.RecurrentReadout) else head
         for name, head in self.heads.items()}
     return unrolled
 
@@ -319,9 +319,9 @@ class ReadoutTask(task_lib.Task):
       raise ValueError(f'config.readout: map_size={c.map_size} (0 = the frame size), '
                        f'map_channels={c.map_channels} and window_radius={c.window_radius} '
                        'must be >= 0, >= 1 and >= 0.')
-    if c.features not in readouts.FEATURE_KEYS:
+    if c.features not in readout_heads.FEATURE_KEYS:
       raise ValueError(f'config.readout.features={c.features!r} must be one of '
-                       f'{sorted(readouts.FEATURE_KEYS)}.')
+                       f'{sorted(readout_heads.FEATURE_KEYS)}.')
     needed = {'video'} | {REQUIRED_FEATURES[task] for task in c.tasks}
     missing = sorted(needed - set(config.data.features))
     if missing:
@@ -347,8 +347,8 @@ class ReadoutTask(task_lib.Task):
     return self.backbone_parts
 
   def validate_batch(self, batch: dict[str, np.ndarray]) -> None:
-    """Host-side input checks (`readouts.validate_readout_batch`); raises ValueError."""
-    readouts.validate_readout_batch(batch)
+    """Host-side input checks (`readout_heads.validate_readout_batch`); raises ValueError."""
+    readout_heads.validate_readout_batch(batch)
 
   def frozen_params(self, params: dict) -> dict:
     """True on every backbone leaf unless fine-tuning; heads are always trained."""
@@ -490,7 +490,7 @@ class ReadoutTask(task_lib.Task):
     c = self.readout_config
     image_size = batch['video'].shape[2:4]
     init_rng, lattice_rng = jax.random.split(rng)
-    point_queries = (readouts.normalise_query_points(batch['query_points'], image_size)
+    point_queries = (readout_heads.normalise_query_points(batch['query_points'], image_size)
                      if 'points' in self.tasks else None)
     query_boxes = batch['boxes'][:, 0] if 'boxes' in self.tasks else None
     depth_coords = gt_depth = None
@@ -516,11 +516,11 @@ class ReadoutTask(task_lib.Task):
     if 'points' in self.tasks:
       points = {k: einops.rearrange(outputs[k], 'b t n ... -> b n t ...')
                 for k in ('position', 'visibility_logit', 'certainty_logit')}
-      loss, parts = readouts.point_tracking_loss(
+      loss, parts = readout_heads.point_tracking_loss(
           points, batch['target_points'], batch['occluded'], point_queries[1],
           image_size=image_size, tracks_valid=batch['tracks_valid'], mask=mask)
       if self.uses_correlation_loss:
-        parts['correlation'] = readouts.correlation_loss(
+        parts['correlation'] = readout_heads.correlation_loss(
             einops.rearrange(outputs['correlation_logits'], 'b t n h w -> b n t h w'),
             batch['target_points'], batch['occluded'], point_queries[1],
             image_size=image_size, tracks_valid=batch['tracks_valid'], mask=mask)
@@ -529,11 +529,11 @@ class ReadoutTask(task_lib.Task):
       terms.update({f'points/{k}': v for k, v in parts.items()})
       terms['points/loss'] = loss
     if 'depth' in self.tasks:
-      loss = readouts.depth_loss(outputs['log_depth'], gt_depth, mask=mask)
+      loss = readout_heads.depth_loss(outputs['log_depth'], gt_depth, mask=mask)
       total += c.depth_weight * loss
       terms['depth/loss'] = loss
     if 'boxes' in self.tasks:
-      loss, parts = readouts.box_tracking_loss(
+      loss, parts = readout_heads.box_tracking_loss(
           outputs['boxes'], batch['boxes'], self._scored_boxes(batch), mask=mask,
           iou_weight=c.box_iou_weight)
       total += c.boxes_weight * loss
@@ -551,7 +551,7 @@ class ReadoutTask(task_lib.Task):
     image_size = tuple(batch['video'].shape[2:4])
     num_frames = batch['video'].shape[1]
     mask = batch['_mask']
-    point_queries = (readouts.normalise_query_points(batch['query_points'], image_size)
+    point_queries = (readout_heads.normalise_query_points(batch['query_points'], image_size)
                      if 'points' in self.tasks else None)
     outputs = self.run(params, batch, rng, point_queries=point_queries,
                        slice_frames=c.eval_slice_frames)
@@ -567,7 +567,7 @@ class ReadoutTask(task_lib.Task):
       visible = einops.rearrange(outputs['visible'], 'b t n -> b n t')
       add('points_first', metrics_lib.tapvid_metrics(
           batch['query_points'], batch['target_points'], batch['occluded'],
-          readouts.positions_to_pixels(position, image_size), ~visible,
+          readout_heads.positions_to_pixels(position, image_size), ~visible,
           query_mode='first', **tap))
       if c.eval_trivial_baselines:
         static_xy, static_occluded = static_point_predictions(batch['query_points'],
@@ -578,7 +578,7 @@ class ReadoutTask(task_lib.Task):
       if c.eval_strided:
         results.update(self._strided_point_metrics(params, batch, rng, image_size))
     if 'depth' in self.tasks:
-      pred = readouts.log_depth_to_depth(outputs['log_depth'])
+      pred = readout_heads.log_depth_to_depth(outputs['log_depth'])
       add('depth', metrics_lib.depth_metrics(pred, batch['depth'], mask=mask))
       if c.eval_trivial_baselines:
         add('constant_depth', metrics_lib.depth_metrics(
@@ -599,7 +599,7 @@ class ReadoutTask(task_lib.Task):
     c = self.readout_config
     num_frames = batch['video'].shape[1]
     strided = strided_queries(batch)
-    query_xy, query_frame = readouts.normalise_query_points(strided['query_points'],
+    query_xy, query_frame = readout_heads.normalise_query_points(strided['query_points'],
                                                            image_size)
     forward = self.run(params, batch, rng, point_queries=(query_xy, query_frame),
                        heads=('points',), slice_frames=c.eval_slice_frames)
@@ -615,7 +615,7 @@ class ReadoutTask(task_lib.Task):
                query_mode='strided')
     results = {f'points_strided/{k}': v for k, v in metrics_lib.tapvid_metrics(
         strided['query_points'], strided['target_points'], strided['occluded'],
-        readouts.positions_to_pixels(position, image_size), ~visible, **tap).items()}
+        readout_heads.positions_to_pixels(position, image_size), ~visible, **tap).items()}
     if c.eval_trivial_baselines:
       static_xy, static_occluded = static_point_predictions(strided['query_points'], num_frames)
       static = metrics_lib.tapvid_metrics(strided['query_points'], strided['target_points'],

@@ -4,8 +4,8 @@ The three released files (representations4d README; the colab downloads them fro
 `https://storage.googleapis.com/representations4d/checkpoints/`):
 
   moog_ego4d_backbone_ckpt_164335139.npz          MooG backbone (`model.ego4d_model_config`)
-  moog_ego4d_point_track_head_ckpt_164335139.npz  `attention_readouts.AttentionPointReadout`
-  moog_ego4d_box_track_head_ckpt_164335139.npz    `attention_readouts.AttentionBoxReadout`
+  moog_ego4d_point_track_head_ckpt_164335139.npz  `attention_heads.AttentionPointReadout`
+  moog_ego4d_box_track_head_ckpt_164335139.npz    `attention_heads.AttentionBoxReadout`
 
 Typical use::
 
@@ -22,7 +22,7 @@ What `run_released` does, in the colab's order (docs/moog_reference.md §10, §1
    [b, T, 1024, 512] (`MooG(return_corrected_prenorm=True)`; see `MooG.step` for why
    this equals the colab's `features` and what differs: the noise draw only);
 3. the point head reads them with frame-0 queries `query_xy` [b, N, 2] = (x, y) / (W, H)
-   in [0, 1] (TAP-Vid (t, y, x) pixels -> `readouts.normalise_query_points`);
+   in [0, 1] (TAP-Vid (t, y, x) pixels -> `heads.normalise_query_points`);
 4. the box head reads them with frame-0 boxes `query_boxes` [b, K, 4], normalised
    (ymin, xmin, ymax, xmax).
 
@@ -34,7 +34,7 @@ The backbone's pixel decoder is not needed by the heads (the colab never runs it
 it still runs inside `MooG.step`, on a single-pixel lattice per frame
 (`subsample_factor_eval = resolution`), so it costs next to nothing.
 
-Loading is strict (`moog/npz_io.py`): missing, unexpected or mis-shaped names are listed.
+Loading is strict (`moog/released/npz_io.py`): missing, unexpected or mis-shaped names are listed.
 The backbone's inner key names below the top-level module are an assumption of
 `npz_io` (documented there); the heads' names are derived from the colab's modules.
 
@@ -56,9 +56,9 @@ import ml_collections
 import numpy as np
 from jaxtyping import Array, Float
 
-from moog import attention_readouts
 from moog import model as moog_model
-from moog import npz_io
+from moog.readouts import attention_heads
+from moog.released import npz_io
 
 NUM_FRAMES = 16
 RESOLUTION = 256
@@ -74,8 +74,8 @@ def released_config() -> ml_collections.ConfigDict:
   """The released sizes: Ego4D backbone (35.2 M), point head (11.3 M), box head (11.4 M)."""
   return ml_collections.ConfigDict(dict(
       model=moog_model.ego4d_model_config(),
-      point_head=attention_readouts.released_point_head_config(),
-      box_head=attention_readouts.released_box_head_config(),
+      point_head=attention_heads.released_point_head_config(),
+      box_head=attention_heads.released_box_head_config(),
       num_frames=NUM_FRAMES,
       resolution=RESOLUTION,
   ))
@@ -141,8 +141,8 @@ class ReleasedModels:
     self.config = config
     self.backbone = moog_model.build_moog(config.model).clone(
         return_corrected_prenorm=True, subsample_factor_eval=config.resolution)
-    self.point_head = attention_readouts.build_attention_readout(config.point_head)
-    self.box_head = attention_readouts.build_attention_readout(config.box_head)
+    self.point_head = attention_heads.build_attention_readout(config.point_head)
+    self.box_head = attention_heads.build_attention_readout(config.box_head)
     self._forward = jax.jit(self._forward_impl)
 
   @property

@@ -4,7 +4,7 @@ Facts: docs/moog_reference.md §10 and §12.
 
 The released point-track and box-track heads (`moog_ego4d_{point,box}_track_head_ckpt_
 164335139.npz`) are upstream's `TrackingReadoutWrapper` around an `AttentionReadout`
-(representations4d MooG colab). Unlike the recurrent heads of `moog/readouts.py`, every
+(representations4d MooG colab). Unlike the recurrent heads of `moog/readouts/heads.py`, every
 query reads *all* frames of a fixed-length clip in one cross-attention:
 
   AttentionReadout(features [*b, T, n, d], queries [*b, q, e]) -> [*b, q, C]
@@ -38,10 +38,10 @@ Released sizes (`released_point_head_config`, `released_box_head_config`):
   | parameters | 11,338,760 | 11,424,832 |
 
 Outputs follow this project's batch contract (docs/design.md), so the losses of
-`moog/readouts.py` apply unchanged: points are track-major (`position` [*b, N, T, 2],
+`moog/readouts/heads.py` apply unchanged: points are track-major (`position` [*b, N, T, 2],
 sigmoid; `visibility_logit`, `certainty_logit`, `visible` [*b, N, T]) and boxes are
 time-major (`boxes` [*b, T, K, 4], raw, no activation). Upstream returns both time-major
-and `visible` as a 0/1 float; here `visible` is bool (`readouts.visible_from_logits`,
+and `visible` as a 0/1 float; here `visible` is bool (`heads.visible_from_logits`,
 σ(vis)·σ(cert) > 0.5).
 
 Decisions (the spec is silent; the colab's module code was the reference where it has one):
@@ -62,9 +62,9 @@ Decisions (the spec is silent; the colab's module code was the reference where i
   states *before* the state LayerNorm (docs/moog_reference.md §12), whereas this project's
   `states_corrected` are taken after it; pass pre-norm states for parity with upstream:
   `MooG(return_corrected_prenorm=True)` returns them as `states_corrected_prenorm`, and
-  `moog/ego4d.py` runs backbone and heads that way.
+  `moog/released/ego4d.py` runs backbone and heads that way.
 * Attention weights [*b, heads, q, T·n] are sown as `intermediates/attention_weights`.
-* Parameter names are this project's; `moog/npz_io.py` maps the released names onto
+* Parameter names are this project's; `moog/released/npz_io.py` maps the released names onto
   them.
 """
 
@@ -80,7 +80,7 @@ from jaxtyping import Array, Bool, Float
 import ml_collections
 
 from moog import modules
-from moog import readouts
+from moog.readouts import heads
 
 FEATURE_NORM_EPSILON = 1e-6  # Flax's LayerNorm default, as upstream.
 EMBEDDING_INIT = nn.initializers.normal(stddev=0.02)
@@ -142,7 +142,7 @@ class AttentionReadout(nn.Module):
 
     tokens = query + nn.Dense(self.width, name='attention_out')(attended)
     normed = nn.LayerNorm(epsilon=FEATURE_NORM_EPSILON, name='mlp_norm')(tokens)
-    tokens = tokens + readouts.MlpBlock(self.mlp_ratio * self.width, name='mlp')(normed)
+    tokens = tokens + heads.MlpBlock(self.mlp_ratio * self.width, name='mlp')(normed)
     return nn.Dense(self.num_outputs, name='head')(tokens)
 
 
@@ -170,7 +170,7 @@ class _TiledTrackingReadout(nn.Module):
   query_dim: int = 512
   query_hidden: int = 512
   num_fourier_bases: int = 16
-  features: readouts.FeatureChoice = 'corrected'
+  features: heads.FeatureChoice = 'corrected'
   finetune: bool = False
 
   @property
@@ -188,14 +188,14 @@ class _TiledTrackingReadout(nn.Module):
   ) -> Float[Array, '*b T m c']:
     """Raw per-frame outputs [*b, T, m, channels] (time-major, as upstream)."""
     if isinstance(moog_outputs, Mapping):
-      features = readouts.select_features(moog_outputs, self.features)
+      features = heads.select_features(moog_outputs, self.features)
     else:
       features = moog_outputs
     if not self.finetune:
       features = jax.lax.stop_gradient(features)
     frames_per_tile = self.frames_per_tile
 
-    queries = readouts.MlpBlock(self.query_hidden, self.query_dim, name='query_init')(
+    queries = heads.MlpBlock(self.query_hidden, self.query_dim, name='query_init')(
         modules.fourier_features(conditioning, self.num_fourier_bases))
     if self.num_tiles > 1:
       tile_embedding = self.param(
@@ -248,7 +248,7 @@ class AttentionPointReadout(_TiledTrackingReadout):
         'position': jax.nn.sigmoid(out[..., :2]),
         'visibility_logit': out[..., 2],
         'certainty_logit': out[..., 3],
-        'visible': readouts.visible_from_logits(out[..., 2], out[..., 3]),
+        'visible': heads.visible_from_logits(out[..., 2], out[..., 3]),
     }
 
 

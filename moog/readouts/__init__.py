@@ -1,0 +1,1 @@
+"""Readouts on frozen MooG states: heads, their training task and sliced evaluation."""

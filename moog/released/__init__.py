@@ -1,0 +1,1 @@
+"""The released Ego4D MooG checkpoints: loading, renaming and running them."""
