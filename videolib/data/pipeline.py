@@ -14,7 +14,10 @@ ArrayRecord through `builder.as_data_source(split)` and grain `MapDataset`s.
   * It matches the official MooG pipeline, which reads MOVi from the ArrayRecord
     copy at gs://kubric-public/grain (see `movi.py` for copying and converting).
 
-Datasets (`data_config.name`):
+Datasets (`data_config.name`) come from the registry `DATASETS` at the end of this file:
+one `DatasetAdapter` per family (what its name says about the stored videos, the features
+and class count it has, where its records come from, how a record becomes an example);
+the rest of this module is generic. The families:
   * 'synthetic_movi/<config>' (`synthetic.py`): rendered and stored on first use
     under `data_dir`; e.g. 'synthetic_movi/32x32_24f' for the tiny configs.
   * 'movi_a/128x128' ... 'movi_f/512x512' (`movi.py`): read from `data_dir`.
@@ -32,6 +35,7 @@ with keys depending on `data_config.features`, plus `_mask`.
 """
 import dataclasses
 import io
+from collections.abc import Callable
 from typing import Any, Iterator
 
 from absl import flags
@@ -112,7 +116,8 @@ class _Stored:
   num_frames: int | None
   height: int | None
   width: int | None
-  kind: str  # 'synthetic' | 'movi' | 'ucf101' | 'video_folder'.
+  kind: str  # The adapter's (`DATASETS`).
+  num_classes: int | None = None  # Classes of 'label'; None: no labels.
 
   @property
   def is_movi(self) -> bool:
@@ -124,39 +129,23 @@ def _resolution(data_config) -> tuple[int, int]:
   return (int(res), int(res)) if np.ndim(res) == 0 else (int(res[0]), int(res[1]))
 
 
+def _adapter(name: str) -> "DatasetAdapter":
+  """The adapter of the dataset `name` (`DATASETS`)."""
+  for adapter in DATASETS:
+    if adapter.matches(name):
+      return adapter
+  raise ValueError(f"Unknown dataset {name!r}: expected " + "; ".join(
+      adapter.name_form for adapter in DATASETS) + ".")
+
+
 def _stored_info(data_config) -> _Stored:
-  """Stored video shape, from the config name alone (no data is read)."""
-  name = data_config.name
-  if name.startswith(_SYNTHETIC_PREFIX):
-    c = synthetic.config_from_name(name[len(_SYNTHETIC_PREFIX):])
-    return _Stored(c.num_frames, c.height, c.width, kind="synthetic")
-  if movi.is_movi(name):
-    _, config = movi.parse_name(name)
-    height, width = (int(v) for v in config.split("x"))
-    return _Stored(24, height, width, kind="movi")
-  if ucf101.is_ucf101(name):
-    height, width = ucf101.frame_size(name) or (None, None)
-    return _Stored(None, height, width, kind="ucf101")
-  if video_folder.is_video_folder(name):
-    video_folder.parse_name(name)
-    return _Stored(None, None, None, kind="video_folder")
-  raise ValueError(
-      f"Unknown dataset {name!r}: expected 'synthetic_movi/<config>' (e.g. "
-      f"'synthetic_movi/32x32_24f'), one of {movi.MOVI_VARIANTS} with a "
-      f"resolution (e.g. 'movi_e/128x128'), 'ucf101/ucf101_1' or a video folder "
-      f"('videos/ucf101_1', 'videos/hmdb51_1', 'videos/kinetics400').")
+  """Stored video shape and class count, from the config name alone (no data is read)."""
+  return _adapter(data_config.name).stored(data_config.name)
 
 
 def num_classes(data_config) -> int | None:
   """Classes of the configured dataset's 'label' (None: it has no labels)."""
-  stored = _stored_info(data_config)
-  if stored.kind == "synthetic":
-    return len(scenes.CLASS_NAMES)
-  if stored.kind == "ucf101":
-    return ucf101.NUM_CLASSES
-  if stored.kind == "video_folder":
-    return video_folder.num_classes(data_config.name)
-  return None
+  return _stored_info(data_config).num_classes
 
 
 def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
@@ -181,40 +170,42 @@ def validate_config(data_config, stored: _Stored | None = None) -> _Stored:
         f"resolution={(height, width)} is larger than the {data_config.name} frames "
         f"({stored.height}, {stored.width}) (or not positive); crops are resized "
         "down or kept, never upsampled beyond the stored frame size.")
-  if stored.is_movi and "tracks" in data_config.features and stored.height != stored.width:
-    raise ValueError(f"Point tracks for {data_config.name} need square frames "
-                     "(`movi_tracks.py`); every published MOVi variant has them.")
-  if stored.is_movi and "label" in data_config.features:
-    raise ValueError(f"{data_config.name} has no motion class label; 'label' exists "
-                     "only for synthetic_movi.")
+  adapter = _adapter(data_config.name)
+  if "label" in data_config.features and stored.num_classes is None:
+    raise ValueError(f"{data_config.name} has no motion class label; 'label' exists for "
+                     "synthetic_movi and the action-recognition datasets.")
+  missing = set(data_config.features) - set(adapter.features)
+  if missing:
+    *others, last = (repr(feature) for feature in adapter.features)
+    raise ValueError(f"config.data.features={tuple(data_config.features)}: "
+                     f"{data_config.name} has only {', '.join(others)} and {last}.")
   clips, crops = data_config.eval_views
-  if stored.kind != "video_folder" and ((clips, crops) != (1, 1) or data_config.random_flip):
+  if not adapter.views_and_flips and ((clips, crops) != (1, 1) or data_config.random_flip):
     raise ValueError(f"config.data.eval_views={tuple(data_config.eval_views)} and random_flip="
                      f"{data_config.random_flip}: only video folders ('videos/...') support "
                      "views and flips; keep (1, 1) and False.")
   if clips < 1 or crops < 1:
     raise ValueError(f"config.data.eval_views={tuple(data_config.eval_views)} must be "
                      "positive (clips, crops).")
-  if stored.kind in ("ucf101", "video_folder"):
-    if not set(data_config.features) <= {"video", "label"}:
-      raise ValueError(f"config.data.features={tuple(data_config.features)}: "
-                       f"{data_config.name} has only 'video' and 'label'.")
-    if height != width:
-      raise ValueError(f"config.data.resolution={data_config.resolution}: "
-                       f"{data_config.name} clips are square crops; give one size.")
+  if adapter.square_clips and height != width:
+    raise ValueError(f"config.data.resolution={data_config.resolution}: "
+                     f"{data_config.name} clips are square crops; give one size.")
+  if stored.kind == "movi" and "tracks" in data_config.features and (
+      stored.height != stored.width):
+    raise ValueError(f"Point tracks for {data_config.name} need square frames "
+                     "(`movi_tracks.py`); every published MOVi variant has them.")
   return stored
 
 
 def _load_builder(data_config):
-  """Builder of the configured dataset; synthetic data is prepared if missing."""
-  name = data_config.name
-  if movi.is_movi(name):
-    return movi.load_builder(name, data_config.data_dir)
-  if ucf101.is_ucf101(name):
-    return ucf101.load_builder(name, data_config.data_dir)
-  builder = synthetic.SyntheticMovi(
-      config=name[len(_SYNTHETIC_PREFIX):], data_dir=data_config.data_dir,
-      file_format="array_record")
+  """The TFDS builder of the configured dataset (its adapter's `load_builder`)."""
+  return _adapter(data_config.name).load_builder(data_config.name, data_config.data_dir)
+
+
+def _synthetic_builder(name: str, data_dir: str | None):
+  """The synthetic dataset's builder, rendered on first use."""
+  builder = synthetic.SyntheticMovi(config=name[len(_SYNTHETIC_PREFIX):], data_dir=data_dir,
+                                    file_format="array_record")
   if not builder.is_prepared():
     logging.info("Rendering %s into %s (first use only; about 30 videos/s on one core).",
                  name, builder.data_dir)
@@ -325,10 +316,10 @@ def _check_record(record: dict, split: str, index: int, stored: _Stored) -> dict
   t = stored.num_frames
   if t is None and not record["video"]:
     raise ValueError(f"Record {_where(record)}: video has no frames.")
-  if stored.kind == "ucf101" and "label" in record and not (
-      0 <= record["label"] < ucf101.NUM_CLASSES):
+  if stored.num_classes and "label" in record and not (
+      0 <= record["label"] < stored.num_classes):
     raise ValueError(f"Record {_where(record)}: label {record['label']} is outside "
-                     f"[0, {ucf101.NUM_CLASSES}).")
+                     f"[0, {stored.num_classes}).")
   for key in _FRAME_LAYOUT:
     if t is not None and key in record and len(record[key]) != t:
       raise ValueError(f"Record {_where(record)}: {key} has {len(record[key])} "
@@ -510,7 +501,14 @@ def _window_tracks(points: np.ndarray, occluded: np.ndarray, crop, out_hw,
 
 def preprocess(record: dict, data_config, stored: _Stored,
                rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-  """One record -> one example of the batch contract (docs/design.md).
+  """One record -> one example of the batch contract (docs/design.md), by the dataset's
+  adapter (`DATASETS`); see `_preprocess_movi_layout` for the arguments."""
+  return _adapter(data_config.name).preprocess(record, data_config, stored, rng)
+
+
+def _preprocess_movi_layout(record: dict, data_config, stored: _Stored,
+                            rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+  """A synthetic or MOVi record -> one example of the batch contract (docs/design.md).
 
   Args:
     record: output of the checked source (`_unpack` layout).
@@ -523,10 +521,6 @@ def preprocess(record: dict, data_config, stored: _Stored,
   Returns:
     dict of numpy arrays without the batch dimension, `_mask` included.
   """
-  if stored.kind == "ucf101":
-    return _preprocess_ucf101(record, data_config, stored, rng)
-  if stored.kind == "video_folder":
-    return _preprocess_video_file(record, data_config, rng)
   features = data_config.features
   span = (data_config.num_frames - 1) * data_config.frame_stride + 1
   start = 0 if rng is None else int(rng.integers(stored.num_frames - span + 1))
@@ -698,14 +692,14 @@ def _open_source(data_config, split: str, *, training: bool
                  ) -> tuple[grain.sources.RandomAccessDataSource, _Stored]:
   """Validates the config, opens the split and checks its first record."""
   stored = validate_config(data_config)
-  if stored.kind == "video_folder":
+  adapter = _adapter(data_config.name)
+  if adapter.open_split is not None:
     if data_config.records or not data_config.data_dir:
-      raise ValueError(f"{data_config.name} is read from video files: set "
+      raise ValueError(f"{data_config.name} is read from its own files: set "
                        "config.data.data_dir to their folder (config.data.records is for "
                        "TFDS datasets).")
     where = f"{data_config.name} under {data_config.data_dir}"
-    source = video_folder.Source(data_config.name, data_config.data_dir, split,
-                                 training=training)
+    source = adapter.open_split(data_config, split, training)
   elif data_config.records:
     records.check_video_only(data_config)
     where = f"config.data.records={data_config.records!r}"
@@ -867,3 +861,85 @@ def _preprocess_video_file(record: dict, data_config,
   if "label" in data_config.features:
     example["label"] = np.array(record["label"], np.int32)
   return example
+
+
+# ----------------------------------------------------------------------------------------
+# The dataset registry: one adapter per family of datasets, chosen by name.
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetAdapter:
+  """What the generic pipeline needs to know about one family of datasets.
+
+  Attributes:
+    kind: short name, also `_Stored.kind`.
+    name_form: the names it reads, for error messages.
+    matches: whether a `config.data.name` belongs to it.
+    stored: name -> what its stored videos hold, from the name alone.
+    features: the batch features it can give.
+    preprocess: (record, data_config, stored, rng or None in evaluation) -> example.
+    load_builder: (name, data_dir) -> TFDS builder, for datasets stored with TFDS.
+    open_split: (data_config, split, training) -> data source, for the others.
+    square_clips: whether `resolution` must be one size.
+    views_and_flips: whether `eval_views` and `random_flip` apply.
+  """
+  kind: str
+  name_form: str
+  matches: Callable[[str], bool]
+  stored: Callable[[str], _Stored]
+  features: tuple[str, ...]
+  preprocess: Callable[..., dict[str, np.ndarray]]
+  load_builder: Callable[[str, str | None], Any] | None = None
+  open_split: Callable[..., grain.sources.RandomAccessDataSource] | None = None
+  square_clips: bool = False
+  views_and_flips: bool = False
+
+
+def _synthetic_stored(name: str) -> _Stored:
+  c = synthetic.config_from_name(name[len(_SYNTHETIC_PREFIX):])
+  return _Stored(c.num_frames, c.height, c.width, kind="synthetic",
+                 num_classes=len(scenes.CLASS_NAMES))
+
+
+def _movi_stored(name: str) -> _Stored:
+  _, config = movi.parse_name(name)
+  height, width = (int(v) for v in config.split("x"))
+  return _Stored(24, height, width, kind="movi")
+
+
+def _ucf101_stored(name: str) -> _Stored:
+  height, width = ucf101.frame_size(name) or (None, None)
+  return _Stored(None, height, width, kind="ucf101", num_classes=ucf101.NUM_CLASSES)
+
+
+def _video_folder_stored(name: str) -> _Stored:
+  return _Stored(None, None, None, kind="video_folder",
+                 num_classes=video_folder.num_classes(name))
+
+
+DATASETS = (
+    DatasetAdapter(
+        kind="synthetic", name_form="'synthetic_movi/<config>' (e.g. 'synthetic_movi/32x32_24f')",
+        matches=lambda name: name.startswith(_SYNTHETIC_PREFIX), stored=_synthetic_stored,
+        features=FEATURES, preprocess=_preprocess_movi_layout, load_builder=_synthetic_builder),
+    DatasetAdapter(
+        kind="movi", name_form=f"one of {movi.MOVI_VARIANTS} with a resolution (e.g. "
+        "'movi_e/128x128')", matches=movi.is_movi, stored=_movi_stored,
+        features=FEATURES,
+        preprocess=_preprocess_movi_layout, load_builder=movi.load_builder),
+    DatasetAdapter(
+        kind="ucf101", name_form="'ucf101/ucf101_<1|2|3|1_256>' (TFDS)",
+        matches=ucf101.is_ucf101, stored=_ucf101_stored, features=("video", "label"),
+        preprocess=_preprocess_ucf101, load_builder=ucf101.load_builder, square_clips=True),
+    DatasetAdapter(
+        kind="video_folder", name_form="a folder of video files ('videos/ucf101_<k>', "
+        "'videos/hmdb51_<k>', 'videos/kinetics400')",
+        matches=video_folder.is_video_folder, stored=_video_folder_stored,
+        features=("video", "label"),
+        preprocess=lambda record, config, stored, rng: _preprocess_video_file(record, config,
+                                                                              rng),
+        open_split=lambda config, split, training: video_folder.Source(
+            config.name, config.data_dir, split, training=training),
+        square_clips=True, views_and_flips=True),
+)
