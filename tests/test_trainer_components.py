@@ -327,3 +327,14 @@ def test_evaluation_pools_sums_and_counts_with_metrics_finalize(monkeypatch):
   assert values["x"] == pytest.approx((8 * 1.0 + 2 * 4.0) / 10)
   assert values["squared_rmse"] == pytest.approx(np.sqrt((8 * 1.0 + 2 * 16.0) / 10))
   assert np.isnan(values["unscoreable"])
+
+
+def test_named_rng_streams_are_distinct_and_init_keeps_the_root_key():
+  from videolib import train  # pylint: disable=import-outside-toplevel
+  keys = {name: jax.random.key_data(train.rng_stream(3, name))
+          for name in ("init", "train", "eval", "summaries")}
+  np.testing.assert_array_equal(keys["init"], jax.random.key_data(jax.random.key(3)))
+  values = [tuple(np.asarray(k).ravel()) for k in keys.values()]
+  assert len(set(values)) == 4
+  with pytest.raises(KeyError):
+    train.rng_stream(3, "dropout")
