@@ -13,7 +13,7 @@ speed from everything else.
 
   python benchmarks/moog_learnability.py --data=squares --steps=1500
 
-Results: docs/results.md (issue 3).
+Results: docs/results.md, "MooG model and training".
 """
 
 import json

@@ -8,7 +8,7 @@ floor(r N) encoder tokens) at each drop ratio r, next to the multiply-add ratio 
   python benchmarks/motion_guided_speed.py --config=configs/moog_movi.py \
       --config.data.resolution=128 --ratios=0.25,0.5
 
-Prints one JSON object; results in docs/results.md (issue 9).
+Prints one JSON object; results in docs/results.md, "Motion-guided correction in MooG".
 """
 
 import json

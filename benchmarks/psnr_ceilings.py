@@ -22,7 +22,7 @@ per-image PSNR, which rewards the near-static videos).
 
   python benchmarks/psnr_ceilings.py --config=configs/moog_tiny.py
 
-Results: docs/results.md (issue 3).
+Results: docs/results.md, "MooG model and training".
 """
 
 import json
