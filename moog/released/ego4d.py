@@ -39,7 +39,7 @@ The backbone's inner key names below the top-level module are an assumption of
 `npz_io` (documented there); the heads' names are derived from the colab's modules.
 
 Sizes come from a config (`released_config`, or `tiny_config` for CPU tests): `model`
-(MooG sizes), `point_head` / `box_head` (`attention_readouts` sizes), `num_frames` and
+(MooG sizes), `point_head` / `box_head` (`attention_heads` sizes), `num_frames` and
 `resolution` (square frames).
 """
 
