@@ -158,8 +158,10 @@ def main(argv):
     runs = [r for r in results if r["row"] == row_id]
     top_1 = 100 * np.array([r["top_1"] for r in runs])
     spread = f" ± {np.std(top_1, ddof=1):.1f}" if len(runs) > 1 else ""
+    clips_per_second = np.mean([r["clips_per_second"] for r in runs])
+    speed = "–" if np.isnan(clips_per_second) else f"{clips_per_second:.0f}"
     print(f"| {row_id} | {experiment} | `{arg}` | {len(runs)} | {top_1.mean():.1f}{spread} | "
-          f"{runs[0]['gflops_per_view']:.4f} | {np.mean([r['clips_per_second'] for r in runs]):.0f} |")
+          f"{runs[0]['gflops_per_view']:.4f} | {speed} |")
   for r in results:
     print(f"{r['row']} (seed {r['seed']}): {r['command']}")
   print("load average:", os.getloadavg(), "devices:", jax.devices())
