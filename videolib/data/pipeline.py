@@ -60,6 +60,9 @@ _SYNTHETIC_PREFIX = "synthetic_movi/"
 # Crop distribution of kubric's point-tracking pipeline (MOVi-style).
 _CROP_AREA = (0.3, 1.0)
 _CROP_ASPECT = (0.5, 2.0)
+# VideoMAE's fine-tuning crop (Inception-style) for video files.
+_VIDEO_FILE_CROP_AREA = (0.08, 1.0)
+_VIDEO_FILE_CROP_ASPECT = (3 / 4, 4 / 3)
 _CROP_ATTEMPTS = 10
 
 
@@ -384,11 +387,12 @@ def _decode_frames(record: dict, key: str, frames: np.ndarray, stored: _Stored):
   return decoded
 
 
-def _sample_crop(rng: np.random.Generator, height: int, width: int):
-  """Distorted crop (area 0.3-1, aspect 0.5-2) as integer (y0, x0, h, w)."""
+def _sample_crop(rng: np.random.Generator, height: int, width: int,
+                 area_range=_CROP_AREA, aspect_range=_CROP_ASPECT):
+  """Distorted crop (by default area 0.3-1, aspect 0.5-2) as integer (y0, x0, h, w)."""
   for _ in range(_CROP_ATTEMPTS):
-    area = rng.uniform(*_CROP_AREA) * height * width
-    aspect = np.exp(rng.uniform(*np.log(_CROP_ASPECT)))  # width / height
+    area = rng.uniform(*area_range) * height * width
+    aspect = np.exp(rng.uniform(*np.log(aspect_range)))  # width / height
     crop_h = int(round(np.sqrt(area / aspect)))
     crop_w = int(round(np.sqrt(area * aspect)))
     if 0 < crop_h <= height and 0 < crop_w <= width:
@@ -823,7 +827,7 @@ def make_eval_iterator(data_config, *, global_batch_size: int,
   return _to_iterator(dataset, data_config, num_batches)
 
 
-def _preprocess_video_file(record: dict, data_config,
+def _preprocess_video_file(record: dict, data_config, stored: _Stored,
                            rng: np.random.Generator | None) -> dict[str, np.ndarray]:
   """A video file -> clip and label (`video_folder.py`).
 
@@ -833,6 +837,7 @@ def _preprocess_video_file(record: dict, data_config,
   `eval_views` = (clips, crops) views, clips evenly spaced over the video and short-side
   squares spread along the long side; 'video' is the centre view.
   """
+  del stored  # Frame count and size vary per video: the record has them.
   num_frames, stride = data_config.num_frames, data_config.frame_stride
   out_hw = _resolution(data_config)
   count = record["num_video_frames"]
@@ -840,8 +845,8 @@ def _preprocess_video_file(record: dict, data_config,
     frames = ucf101.clip_frame_indices(count, num_frames, stride, rng)
     video = video_folder.decode_frames(record["path"], frames, strict=False)
     height, width = video.shape[1:3]
-    crop = (video_folder.random_resized_crop(rng, height, width) if data_config.random_crop
-            else video_folder.spatial_crops(height, width, 1)[0])
+    crop = (_sample_crop(rng, height, width, _VIDEO_FILE_CROP_AREA, _VIDEO_FILE_CROP_ASPECT)
+            if data_config.random_crop else video_folder.spatial_crops(height, width, 1)[0])
     clip = _resize_video(video, crop, out_hw)
     if data_config.random_flip and rng.random() < 0.5:
       clip = clip[:, :, ::-1]
@@ -873,7 +878,6 @@ class DatasetAdapter:
   """What the generic pipeline needs to know about one family of datasets.
 
   Attributes:
-    kind: short name, also `_Stored.kind`.
     name_form: the names it reads, for error messages.
     matches: whether a `config.data.name` belongs to it.
     stored: name -> what its stored videos hold, from the name alone.
@@ -884,7 +888,6 @@ class DatasetAdapter:
     square_clips: whether `resolution` must be one size.
     views_and_flips: whether `eval_views` and `random_flip` apply.
   """
-  kind: str
   name_form: str
   matches: Callable[[str], bool]
   stored: Callable[[str], _Stored]
@@ -920,25 +923,24 @@ def _video_folder_stored(name: str) -> _Stored:
 
 DATASETS = (
     DatasetAdapter(
-        kind="synthetic", name_form="'synthetic_movi/<config>' (e.g. 'synthetic_movi/32x32_24f')",
+        name_form="'synthetic_movi/<config>' (e.g. 'synthetic_movi/32x32_24f')",
         matches=lambda name: name.startswith(_SYNTHETIC_PREFIX), stored=_synthetic_stored,
         features=FEATURES, preprocess=_preprocess_movi_layout, load_builder=_synthetic_builder),
     DatasetAdapter(
-        kind="movi", name_form=f"one of {movi.MOVI_VARIANTS} with a resolution (e.g. "
+        name_form=f"one of {movi.MOVI_VARIANTS} with a resolution (e.g. "
         "'movi_e/128x128')", matches=movi.is_movi, stored=_movi_stored,
         features=FEATURES,
         preprocess=_preprocess_movi_layout, load_builder=movi.load_builder),
     DatasetAdapter(
-        kind="ucf101", name_form="'ucf101/ucf101_<1|2|3|1_256>' (TFDS)",
+        name_form="'ucf101/ucf101_<1|2|3|1_256>' (TFDS)",
         matches=ucf101.is_ucf101, stored=_ucf101_stored, features=("video", "label"),
         preprocess=_preprocess_ucf101, load_builder=ucf101.load_builder, square_clips=True),
     DatasetAdapter(
-        kind="video_folder", name_form="a folder of video files ('videos/ucf101_<k>', "
+        name_form="a folder of video files ('videos/ucf101_<k>', "
         "'videos/hmdb51_<k>', 'videos/kinetics400')",
         matches=video_folder.is_video_folder, stored=_video_folder_stored,
         features=("video", "label"),
-        preprocess=lambda record, config, stored, rng: _preprocess_video_file(record, config,
-                                                                              rng),
+        preprocess=_preprocess_video_file,
         open_split=lambda config, split, training: video_folder.Source(
             config.name, config.data_dir, split, training=training),
         square_clips=True, views_and_flips=True),

@@ -320,39 +320,37 @@ def spatial_crops(height: int, width: int, num_crops: int) -> list[tuple[int, in
   return [(0, int(o), side, side) for o in offsets]
 
 
-def random_resized_crop(rng: np.random.Generator, height: int, width: int,
-                        area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), attempts: int = 10
-                        ) -> tuple[int, int, int, int]:
-  """Inception-style crop (y0, x0, h, w): a random area fraction and aspect ratio.
-
-  Falls back to the centred short-side square after `attempts` draws that do not fit.
-  """
-  for _ in range(attempts):
-    target = rng.uniform(*area) * height * width
-    ratio = np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1])))  # width / height
-    crop_w = int(round(np.sqrt(target * ratio)))
-    crop_h = int(round(np.sqrt(target / ratio)))
-    if 0 < crop_w <= width and 0 < crop_h <= height:
-      return (int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1)),
-              crop_h, crop_w)
-  return spatial_crops(height, width, 1)[0]
-
-
 # ---- The data source --------------------------------------------------------------------
 
 
 class Source(grain.sources.RandomAccessDataSource):
   """The videos of one split as records `{'path', 'label', 'num_video_frames', ...}`.
 
-  Each record is probed (opened, frame count read, first frame decoded). In training an
-  unreadable video is replaced by the next readable one of the split (`note_skipped`
-  counts and logs it); in evaluation it raises UnreadableVideoError naming the file.
+  Each video is probed once per process (opened, frame count read, first frame decoded;
+  the outcome is kept). In training an unreadable video is replaced by the next readable
+  one of the split (`note_skipped` counts and logs it); in evaluation it raises
+  UnreadableVideoError naming the file.
   """
 
   def __init__(self, name: str, data_dir: str, split: str, *, training: bool):
     self._entries = entries(name, os.path.abspath(data_dir), split)
     self._split = split
     self._training = training
+    self._probed: dict[int, int | UnreadableVideoError] = {}
+
+  def _frame_count(self, position: int) -> int:
+    """The video's frame count; raises its UnreadableVideoError (also on later calls)."""
+    if position not in self._probed:
+      try:
+        self._probed[position] = frame_count(self._entries[position].path)
+      except UnreadableVideoError as error:
+        self._probed[position] = error
+        if self._training:
+          note_skipped(self._entries[position].path, error)
+    outcome = self._probed[position]
+    if isinstance(outcome, UnreadableVideoError):
+      raise outcome
+    return outcome
 
   def __len__(self) -> int:
     return len(self._entries)
@@ -363,13 +361,12 @@ class Source(grain.sources.RandomAccessDataSource):
       position = (index + attempt) % len(self._entries)
       entry = self._entries[position]
       try:
-        count = frame_count(entry.path)
+        count = self._frame_count(position)
       except UnreadableVideoError as error:
         if not self._training:
           raise UnreadableVideoError(
               f"Eval video {self._split}[{position}]: {error} Re-encode or remove it (and its "
               "split-list line) to evaluate.") from error
-        note_skipped(entry.path, error)
         continue
       return {"path": entry.path, "label": entry.label, "num_video_frames": count,
               "video_name": os.path.basename(entry.path), "split": self._split,
